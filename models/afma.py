@@ -1,0 +1,225 @@
+"""Across Feature Map Attention (Sang et al., TPAMI 2023): the method and nothing else.
+
+Shapes (see ../shared/AFMA_SPEC.md): B batch, C classes, p the patch size, P = p * p, Li / Lf the number of
+whole p x p patches of the image-resolution / feature-resolution maps.
+
+The AFMA of one (image, class) is a product of two thin matrices, A_img (Li x P) @ A_fea^T (P x Lf) / P.
+`FactoredAttention` keeps those factors, so that the output correction and the MSE to the (equally thin)
+gold AFMA cost O((Li + Lf) P^2) instead of O(Li Lf P); the Li x Lf matrix is only formed, without gradient
+and in row blocks, to count each row's non-zero entries, and in full only when someone asks (`.dense()`).
+The public functions `patch_attention`, `modify_output` and `gold_afma` take and return dense tensors too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Row block for the non-zero count: bounds the transient Li x Lf buffer to about 64 MB per (image, class)
+# block at Cityscapes scale, whatever the input size.
+_COUNT_BLOCK_ELEMENTS = 1 << 24
+# The spec's additive constant that keeps the row normalisation finite for all-zero rows.
+_COUNT_EPS = 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- patches
+def patch_grid(height: int, width: int, patch_size: int) -> tuple[int, int]:
+    """Number of whole patches along each axis (remainder rows and columns are dropped)."""
+    return height // patch_size, width // patch_size
+
+
+def patches(maps: Tensor, patch_size: int) -> Tensor:
+    """(B, C, H, W) -> (B, C, L, P): non-overlapping p x p patches, row-major, each flattened row-major.
+
+    Equal to F.unfold(kernel=p, stride=p) per channel, as a view-and-permute (no im2col copy of overlap).
+    """
+    b, c, h, w = maps.shape
+    gh, gw = patch_grid(h, w, patch_size)
+    p = patch_size
+    cropped = maps[:, :, : gh * p, : gw * p]
+    return cropped.reshape(b, c, gh, p, gw, p).permute(0, 1, 2, 4, 3, 5).reshape(b, c, gh * gw, p * p)
+
+
+def fold_patches(rows: Tensor, size: tuple[int, int], patch_size: int) -> Tensor:
+    """Inverse of `patches`: (B, C, L, P) -> (B, C, H, W); pixels outside whole patches are 0."""
+    b, c, _, _ = rows.shape
+    h, w = size
+    gh, gw = patch_grid(h, w, patch_size)
+    p = patch_size
+    image = rows.reshape(b, c, gh, gw, p, p).permute(0, 1, 2, 4, 3, 5).reshape(b, c, gh * p, gw * p)
+    return F.pad(image, (0, w - gw * p, 0, h - gh * p))
+
+
+# ---------------------------------------------------------------------------------------- the attention
+@dataclass
+class FactoredAttention:
+    """AFMA = image @ feature^T / P, kept as its two factors.
+
+    image: (B, C, Li, P) = T(patches(image branch)); feature: (B, C, Lf, P) = T(patches(feature branch));
+    grid: the (rows, cols) of the image-patch grid, Li = rows * cols; stride: the feature map's stride s.
+    """
+
+    image: Tensor
+    feature: Tensor
+    grid: tuple[int, int]
+    stride: int
+
+    @property
+    def patch_area(self) -> int:
+        return self.image.shape[-1]
+
+    @property
+    def shape(self) -> torch.Size:
+        b, c, li, _ = self.image.shape
+        return torch.Size((b, c, li, self.feature.shape[2]))
+
+    def dense(self) -> Tensor:
+        """The full (B, C, Li, Lf) AFMA. Memory grows as Li x Lf: meant for figures and checks."""
+        return self.image @ self.feature.transpose(-1, -2) / self.patch_area
+
+    def row_sum(self) -> Tensor:
+        """(B, C, Li): the AFMA summed over feature patches, without forming it (for heat maps)."""
+        return self.image @ self.feature.sum(2).unsqueeze(-1) / self.patch_area
+
+    def row_nonzeros(self) -> Tensor:
+        """(B, C, Li, 1): non-zero entries per AFMA row, counted exactly and without gradient.
+
+        Every AFMA entry is a sum of products of non-negative (ReLU) factors, so it is non-zero exactly when
+        the supports of the two rows meet. The support products are 0/1 sums of at most P terms, exact in
+        half precision, which is what the GPU multiplies fastest; the row blocks bound the transient memory.
+        """
+        with torch.no_grad():
+            dtype = torch.float16 if self.image.is_cuda else torch.float32
+            image = (self.image > 0).to(dtype)
+            feature_t = (self.feature > 0).to(dtype).transpose(-1, -2)
+            b, c, li, _ = image.shape
+            block = max(1, _COUNT_BLOCK_ELEMENTS // max(1, feature_t.shape[-1]))
+            counts = torch.cat(
+                [(image[:, :, i : i + block] @ feature_t > 0).sum(-1) for i in range(0, li, block)], dim=2
+            ) if li else image.new_zeros(b, c, 0)
+            # float32 at least: a bf16 count of a few thousand would already be rounded.
+            return counts.unsqueeze(-1).to(torch.promote_types(self.image.dtype, torch.float32))
+
+
+def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.Module, patch_size: int) -> FactoredAttention:
+    """Apply the one shared patch transform T to the patches of both branches (spec 1.3-1.4).
+
+    The stride is measured, not assumed: dilated encoders keep stride 8 past depth 3.
+    """
+    return FactoredAttention(
+        image=transform(patches(image_maps, patch_size)),
+        feature=transform(patches(feature_maps, patch_size)),
+        grid=patch_grid(*image_maps.shape[-2:], patch_size),
+        stride=image_maps.shape[-2] // feature_maps.shape[-2],
+    )
+
+
+def patch_attention(img_maps: Tensor, fea_maps: Tensor, transform: nn.Module, patch_size: int) -> Tensor:
+    """AFMA = T(patches(img)) @ T(patches(fea))^T / P: (B, C, Li, Lf), every entry >= 0, no softmax."""
+    return factored_attention(img_maps, fea_maps, transform, patch_size).dense()
+
+
+# ------------------------------------------------------------------------------------ output correction
+def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> Tensor:
+    """patches(avg_pool(one_hot(argmax_c logits), s)): (B, C, Lf, P), no gradient (spec 2.1)."""
+    with torch.no_grad():
+        classes = logits.shape[1]
+        one_hot = F.one_hot(logits.argmax(1), classes).permute(0, 3, 1, 2).to(logits.dtype)
+        return patches(F.avg_pool2d(one_hot, stride, stride), patch_size)
+
+
+def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int) -> Tensor:
+    """z' = z * (1 + R), R = fold((AFMA / n) @ patches(avg_pool(one_hot(argmax z), s))) (spec 2).
+
+    `attention` is the dense (B, C, Li, Lf) AFMA or a `FactoredAttention`; with the factors, the product is
+    reassociated as image @ (feature^T @ pooled) / P, a P x P inner matrix instead of an Li x Lf one.
+    """
+    pooled = pooled_prediction_patches(logits, stride, patch_size)
+    if isinstance(attention, FactoredAttention):
+        mixed = attention.feature.transpose(-1, -2) @ pooled.to(attention.feature.dtype)
+        correction = attention.image @ mixed / (attention.patch_area * (attention.row_nonzeros() + _COUNT_EPS))
+    else:
+        counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + _COUNT_EPS
+        correction = (attention / counts) @ pooled.to(attention.dtype)
+    correction = fold_patches(correction, logits.shape[-2:], patch_size).to(logits.dtype)
+    return logits * correction + logits
+
+
+# --------------------------------------------------------------------------------------- gold and loss
+@dataclass
+class FactoredGold:
+    """Gold AFMA = image @ feature^T / P with image = patches(y), feature = patches(avg_pool(y, s))."""
+
+    image: Tensor
+    feature: Tensor
+
+    def dense(self) -> Tensor:
+        return self.image @ self.feature.transpose(-1, -2) / self.image.shape[-1]
+
+
+def factored_gold(target_onehot: Tensor, stride: int, patch_size: int) -> FactoredGold:
+    return FactoredGold(
+        image=patches(target_onehot, patch_size),
+        feature=patches(F.avg_pool2d(target_onehot, stride, stride), patch_size),
+    )
+
+
+def gold_afma(target_onehot: Tensor, stride: int, patch_size: int) -> Tensor:
+    """The gold AFMA from the one-hot target (B, C, H, W): (B, C, Li, Lf) (spec 3)."""
+    return factored_gold(target_onehot, stride, patch_size).dense()
+
+
+def _gram_inner(a_left: Tensor, a_right: Tensor, b_left: Tensor, b_right: Tensor) -> Tensor:
+    """sum over all entries of (a_left a_right^T) * (b_left b_right^T), via two P x P matrices."""
+    return ((a_left.transpose(-1, -2) @ b_left) * (a_right.transpose(-1, -2) @ b_right)).sum()
+
+
+def attention_mse(attention: Tensor | FactoredAttention, gold: FactoredGold) -> Tensor:
+    """mean((AFMA - gold)^2) in float32 (or float64 if given), without forming either matrix when factored.
+
+    ||A - G||^2 = <A, A> - 2 <A, G> + <G, G>, and each inner product of two rank-P products is the inner
+    product of two P x P Gram-like matrices. Computed in at least float32 so that autocast cannot round it.
+    """
+    dtype = torch.promote_types(gold.image.dtype, torch.float32)
+    if not isinstance(attention, FactoredAttention):
+        return F.mse_loss(attention.to(dtype), gold.dense().to(dtype))
+    ai, af = attention.image.to(dtype), attention.feature.to(dtype)
+    gi, gf = gold.image.to(dtype), gold.feature.to(dtype)
+    squared = _gram_inner(ai, af, ai, af) - 2 * _gram_inner(ai, af, gi, gf) + _gram_inner(gi, gf, gi, gf)
+    return squared.clamp_min(0) / (attention.patch_area**2 * attention.shape.numel())
+
+
+# -------------------------------------------------------------------------------------------- the module
+class AFMA(nn.Module):
+    """The learnable part: image branch, feature branch and the one shared patch transform T (spec 1).
+
+    forward(x, feature) -> FactoredAttention; `correct(logits, attention)` applies spec 2.
+    """
+
+    def __init__(self, feature_channels: int, classes: int, depth: int, patch_size: int = 10):
+        super().__init__()
+        area = patch_size * patch_size
+        self.depth = depth
+        self.patch_size = patch_size
+        self.image_branch = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=7, padding=3),
+            nn.Conv2d(64, classes, kernel_size=3, padding=1),
+        )
+        self.feature_branch = nn.Conv2d(feature_channels, classes, kernel_size=1)
+        # The reference scales the feature branch by 4**d with the nominal depth d, dilated or not.
+        self.feature_scale = 1.0 / 4**depth
+        self.transform = nn.Sequential(
+            nn.Linear(area, 2 * area, bias=False),
+            nn.Linear(2 * area, area, bias=False),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: Tensor, feature: Tensor) -> FactoredAttention:
+        image_maps = self.image_branch(x)
+        feature_maps = self.feature_branch(feature) * self.feature_scale
+        return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
+
+    def correct(self, logits: Tensor, attention: FactoredAttention) -> Tensor:
+        return modify_output(logits, attention, attention.stride, self.patch_size)

@@ -1,0 +1,70 @@
+"""One wrapper for every architecture: SMP encoder -> (AFMA | SMP decoder + head) -> corrected logits."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .afma import AFMA, FactoredAttention
+
+
+class AFMASegmentationModel(nn.Module):
+    """An SMP segmentation model with Across Feature Map Attention at encoder depth `att_depth`.
+
+    forward(x) -> (logits, attention): the head's logits (after its upsampling, before any activation),
+    corrected as z * (1 + R); attention is a `FactoredAttention` (`.dense()` gives the (B, C, Li, Lf) AFMA),
+    or None when AFMA is off (att_depth None), in which case the logits are exactly the plain SMP model's.
+    """
+
+    def __init__(self, net: nn.Module, classes: int, att_depth: int | None, patch_size: int, min_size: int = 1):
+        super().__init__()
+        self.net = net
+        self.classes = classes
+        self.att_depth = att_depth
+        self.patch_size = patch_size
+        encoder = net.encoder
+        self.size_divisor = encoder.output_stride
+        self.afma = None
+        if att_depth is not None:
+            self.afma = AFMA(encoder.out_channels[att_depth], classes, att_depth, patch_size)
+            # The attention-depth feature must hold one whole patch.
+            min_size = max(min_size, patch_size * self.nominal_stride(att_depth))
+        self.min_size = _round_up(min_size, self.size_divisor)
+
+    @property
+    def afma_enabled(self) -> bool:
+        return self.afma is not None
+
+    def nominal_stride(self, depth: int) -> int:
+        return min(2**depth, self.net.encoder.output_stride)
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ValueError naming the size and the nearest valid one, rather than mis-size the output."""
+        d = self.size_divisor
+        nearest = tuple(max(_round_up(n, d), self.min_size) for n in (height, width))
+        if (height, width) != nearest:
+            reason = f"divisible by {d}"
+            if self.min_size > d:
+                why = f"one {self.patch_size}x{self.patch_size} patch at attention depth {self.att_depth}"
+                reason += f" and at least {self.min_size} ({why if self.afma_enabled else 'for its decoder'})"
+            raise ValueError(
+                f"input size {height}x{width} is not valid for this model: height and width must be {reason}; "
+                f"the nearest valid size is {nearest[0]}x{nearest[1]} (pad or crop to it)"
+            )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, FactoredAttention | None]:
+        height, width = x.shape[-2:]
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self.check_input_size(height, width)
+        features = self.net.encoder(x)
+        logits = self.net.segmentation_head(self.net.decoder(features))
+        if self.afma is None:
+            return logits, None
+        attention = self.afma(x, features[self.att_depth])
+        return self.afma.correct(logits, attention), attention
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+

@@ -1,0 +1,142 @@
+"""models/afma.py against the literal per-class transcription of the spec, in float64 and float32."""
+import pytest
+import torch
+from torch import nn
+
+from models.afma import (
+    AFMA,
+    FactoredAttention,
+    attention_mse,
+    factored_attention,
+    factored_gold,
+    fold_patches,
+    gold_afma,
+    modify_output,
+    patch_attention,
+    patches,
+)
+from tests.literal_afma import literal_gold_afma, literal_modify_output, literal_patch_attention, literal_patches
+
+# (batch, classes, H, W, stride, patch): whole patches, remainders on both axes, one patch, stride 1.
+SHAPES = [(2, 3, 40, 60, 2, 10), (1, 4, 47, 73, 4, 5), (2, 2, 80, 80, 8, 10), (1, 3, 16, 24, 1, 4), (2, 5, 64, 96, 4, 7)]
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def make_transform(p, dtype):
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(p * p, 2 * p * p, bias=False), nn.Linear(2 * p * p, p * p, bias=False), nn.ReLU()).to(dtype)
+
+
+def random_branches(b, c, h, w, s, dtype):
+    torch.manual_seed(0)
+    return torch.randn(b, c, h, w, dtype=dtype), torch.randn(b, c, h // s, w // s, dtype=dtype)
+
+
+def max_error(a, b):
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("b,c,h,w,s,p", SHAPES)
+def test_patches_and_fold_match_unfold(b, c, h, w, s, p):
+    x = torch.randn(b, c, h, w, dtype=torch.float64)
+    rows = patches(x, p)
+    assert rows.shape == (b, c, (h // p) * (w // p), p * p)
+    for ch in range(c):
+        assert torch.equal(rows[:, ch], literal_patches(x[:, ch], p))
+    folded = fold_patches(rows, (h, w), p)
+    gh, gw = (h // p) * p, (w // p) * p
+    assert torch.equal(folded[..., :gh, :gw], x[..., :gh, :gw])
+    assert folded[..., gh:, :].abs().sum() == 0 and folded[..., :, gw:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("b,c,h,w,s,p", SHAPES)
+def test_patch_attention_matches_literal(b, c, h, w, s, p, dtype):
+    img, fea = random_branches(b, c, h, w, s, dtype)
+    transform = make_transform(p, dtype)
+    ours = patch_attention(img, fea, transform, p)
+    reference = literal_patch_attention(img, fea, transform, p)
+    assert ours.shape == reference.shape == (b, c, (h // p) * (w // p), (h // s // p) * (w // s // p))
+    assert max_error(ours, reference) < TOLERANCE[dtype] * max(1.0, reference.abs().max().item())
+    assert (ours >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("b,c,h,w,s,p", SHAPES)
+def test_modify_output_matches_literal_dense_and_factored(b, c, h, w, s, p, dtype):
+    img, fea = random_branches(b, c, h, w, s, dtype)
+    transform = make_transform(p, dtype)
+    logits = torch.randn(b, c, h, w, dtype=dtype)
+    factored = factored_attention(img, fea, transform, p)
+    assert factored.stride == s
+    dense = factored.dense()
+    reference = literal_modify_output(logits, literal_patch_attention(img, fea, transform, p), s, p)
+    scale = max(1.0, reference.abs().max().item())
+    assert max_error(modify_output(logits, dense, s, p), reference) < TOLERANCE[dtype] * scale
+    assert max_error(modify_output(logits, factored, s, p), reference) < TOLERANCE[dtype] * scale
+    # The correction did something, and left the pixels outside whole patches alone.
+    changed = modify_output(logits, factored, s, p) != logits
+    assert changed[..., : (h // p) * p, : (w // p) * p].any()
+    assert not changed[..., (h // p) * p :, :].any() and not changed[..., :, (w // p) * p :].any()
+
+
+def test_row_nonzeros_counts_sparse_rows_exactly():
+    """Hand-made factors whose supports meet in known places, including an all-zero row."""
+    image = torch.tensor([[1.0, 0, 0], [0, 2, 0], [0, 0, 0], [1, 1, 1]]).view(1, 1, 4, 3)
+    feature = torch.tensor([[3.0, 0, 0], [0, 0, 5], [1, 1, 0]]).view(1, 1, 3, 3)
+    attention = FactoredAttention(image, feature, grid=(2, 2), stride=1)
+    assert attention.row_nonzeros().flatten().tolist() == [2, 1, 0, 3]
+    assert torch.equal(attention.row_nonzeros().flatten(), (attention.dense() != 0).sum(-1).flatten().float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("b,c,h,w,s,p", SHAPES)
+def test_gold_afma_matches_literal(b, c, h, w, s, p, dtype):
+    torch.manual_seed(2)
+    target = torch.randint(0, c, (b, h, w))
+    onehot = nn.functional.one_hot(target, c).permute(0, 3, 1, 2).to(dtype)
+    ours, reference = gold_afma(onehot, s, p), literal_gold_afma(onehot, s, p)
+    assert ours.shape == reference.shape
+    assert max_error(ours, reference) < TOLERANCE[dtype]
+    assert reference.sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("b,c,h,w,s,p", SHAPES)
+def test_factored_mse_equals_dense_mse(b, c, h, w, s, p, dtype):
+    img, fea = random_branches(b, c, h, w, s, dtype)
+    attention = factored_attention(img, fea, make_transform(p, dtype), p)
+    target = torch.randint(0, c, (b, h, w))
+    onehot = nn.functional.one_hot(target, c).permute(0, 3, 1, 2).to(dtype)
+    gold = factored_gold(onehot, s, p)
+    reference = ((attention.dense() - literal_gold_afma(onehot, s, p)) ** 2).mean()
+    assert abs(attention_mse(attention, gold).item() - reference.item()) < TOLERANCE[dtype] * max(1.0, reference.item())
+    assert abs(attention_mse(attention.dense(), gold).item() - reference.item()) < TOLERANCE[dtype]
+
+
+def test_factored_mse_gradient_equals_dense_gradient():
+    img, fea = random_branches(1, 2, 40, 40, 2, torch.float64)
+    transform = make_transform(10, torch.float64)
+    onehot = nn.functional.one_hot(torch.randint(0, 2, (1, 40, 40)), 2).permute(0, 3, 1, 2).double()
+    gold = factored_gold(onehot, 2, 10)
+    grads = []
+    for use_dense in (False, True):
+        transform.zero_grad()
+        attention = factored_attention(img, fea, transform, 10)
+        attention_mse(attention.dense() if use_dense else attention, gold).backward()
+        grads.append(transform[0].weight.grad.clone())
+    assert grads[0].abs().sum() > 0
+    assert max_error(*grads) < 1e-12
+
+
+def test_module_branches_and_shared_transform():
+    module = AFMA(feature_channels=16, classes=3, depth=2, patch_size=5).double()
+    x, feature = torch.randn(2, 3, 40, 40, dtype=torch.float64), torch.randn(2, 16, 10, 10, dtype=torch.float64)
+    attention = module(x, feature)
+    img = module.image_branch(x)
+    fea = module.feature_branch(feature) / 16
+    assert attention.stride == 4 and attention.grid == (8, 8)
+    assert max_error(attention.dense(), literal_patch_attention(img, fea, module.transform, 5)) < 1e-10
+    # The one transform holds the only Linear weights: both branches go through the same parameters.
+    assert [type(m) for m in module.transform] == [nn.Linear, nn.Linear, nn.ReLU]
+    assert all(m.bias is None for m in module.transform[:2])

@@ -1,0 +1,43 @@
+"""AFMALoss against values computed by hand."""
+import math
+
+import torch
+
+from models.afma import FactoredAttention
+from utils.losses import AFMALoss
+
+
+def tiny_case():
+    """1 image, 2 classes, 1x2 pixels, patch 1, stride 1: small enough to do on paper."""
+    logits = torch.tensor([[[[0.0, 0.0]], [[math.log(3), 0.0]]]])  # pixel 0: softmax (1/4, 3/4); pixel 1: (1/2, 1/2)
+    target = torch.tensor([[[1, 0]]])
+    # AFMA_0 = [1, 0]^T [0, 2] = [[0, 2], [0, 0]]; AFMA_1 = [1, 1]^T [1, 1] = all ones.
+    image = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).view(1, 2, 2, 1)
+    feature = torch.tensor([[0.0, 2.0], [1.0, 1.0]]).view(1, 2, 2, 1)
+    return logits, FactoredAttention(image, feature, grid=(1, 2), stride=1), target
+
+
+def test_loss_equals_hand_computed_value():
+    logits, attention, target = tiny_case()
+    # Weighted NLL: (w1 * -ln(3/4) + w0 * ln 2) / (w1 + w0) with w = (1, 2).
+    nll = (2 * math.log(4 / 3) + math.log(2)) / 3
+    # Gold_0 = [[0, 0], [0, 1]], gold_1 = [[1, 0], [0, 0]]: squared errors 4 + 1 and 1 + 1 + 1 over 8 entries.
+    mse = 8 / 8
+    loss = AFMALoss(class_weights=[1.0, 2.0], patch_size=1)((logits, attention), target)
+    assert abs(loss.item() - (5 * nll + mse)) < 1e-6
+    dense = AFMALoss(class_weights=[1.0, 2.0], patch_size=1, ce_weight=0.0)((logits, attention), target)
+    assert abs(dense.item() - mse) < 1e-6
+
+
+def test_baseline_loss_is_the_weighted_nll_alone():
+    logits, _, target = tiny_case()
+    loss = AFMALoss(class_weights=[1.0, 2.0], patch_size=1)((logits, None), target)
+    assert abs(loss.item() - (2 * math.log(4 / 3) + math.log(2)) / 3) < 1e-6
+
+
+def test_ignored_pixels_count_in_neither_term():
+    logits, attention, _ = tiny_case()
+    target = torch.tensor([[[1, 255]]])
+    loss = AFMALoss(patch_size=1, ignore_index=255)((logits, attention), target)
+    # NLL over pixel 0 only: ln(4/3). Gold_1 = [[1, 0], [0, 0]], gold_0 = 0: errors 4 and 1 + 1 + 1 over 8.
+    assert abs(loss.item() - (5 * math.log(4 / 3) + 7 / 8)) < 1e-6

@@ -1,0 +1,104 @@
+"""build_model: every architecture x every valid depth, the AFMA-off baseline, and the errors of bad settings."""
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+
+from models import ARCHITECTURES, build_model
+from tests.literal_afma import literal_afma_forward
+from utils.losses import AFMALoss
+
+ARCHS = list(ARCHITECTURES)
+SIZE = 128  # PAN's minimum; with patch 2, whole patches even at stride 32
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_depth_trains(arch):
+    torch.manual_seed(0)
+    x, target = torch.randn(2, 3, SIZE, SIZE), torch.randint(0, 4, (2, SIZE, SIZE))
+    for depth in (1, 2, 3, 4, 5):
+        model = build_model(arch, "resnet18", None, classes=4, att_depth=depth, patch_size=2)
+        logits, attention = model(x)
+        assert logits.shape == (2, 4, SIZE, SIZE)
+        stride = min(2**depth, model.net.encoder.output_stride)
+        assert attention.stride == stride
+        assert attention.shape == (2, 4, (SIZE // 2) ** 2, (SIZE // stride // 2) ** 2)
+        AFMALoss(patch_size=2)((logits, attention), target).backward()
+        for name, part in [("image branch", model.afma.image_branch), ("feature branch", model.afma.feature_branch),
+                           ("shared transform", model.afma.transform)]:
+            grads = [p.grad for p in part.parameters()]
+            assert all(g is not None and g.abs().sum() > 0 for g in grads), f"{arch} depth {depth}: no gradient in {name}"
+
+
+@pytest.mark.parametrize("arch", ["unet", "deeplabv3"])
+def test_model_output_matches_literal_spec(arch):
+    """The wrapper's corrected logits equal the literal per-class computation on the same head output."""
+    torch.manual_seed(0)
+    model = build_model(arch, "resnet18", None, classes=3, att_depth=3, patch_size=4).double().eval()
+    x = torch.randn(1, 3, 64, 96, dtype=torch.float64)
+    logits, attention = model(x)
+    features = model.net.encoder(x)
+    z = model.net.segmentation_head(model.net.decoder(features))
+    expected, afma, stride = literal_afma_forward(model.afma, x, features[3], z, 4)
+    assert stride == 8
+    assert (logits - expected).abs().max() < 1e-10
+    assert (attention.dense() - afma).abs().max() < 1e-10
+
+
+def test_pspnet_follows_the_reference():
+    model = build_model("pspnet", "resnet18", None, classes=3, att_depth=5, patch_size=2)
+    assert model.net.encoder._depth == 5 and model.net.encoder.output_stride == 8
+    assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_baseline_equals_plain_smp(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, "resnet18", None, classes=5, att_depth=None).eval()
+    settings = ARCHITECTURES[arch].settings
+    plain = smp.create_model(ARCHITECTURES[arch].smp_name, encoder_name="resnet18", encoder_weights=None, classes=5, **settings).eval()
+    plain.load_state_dict(model.net.state_dict())
+    x = torch.randn(2, 3, SIZE, SIZE)
+    logits, attention = model(x)
+    assert attention is None and model.afma is None
+    assert torch.equal(logits, plain(x))
+    assert AFMALoss()((logits, None), torch.zeros(2, SIZE, SIZE, dtype=torch.long)).item() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        (dict(arch="segformer2"), ["arch='segformer2'", "unet++", "deeplabv3"]),
+        (dict(arch="Unet"), ["arch='Unet'", "did you mean 'unet'"]),
+        (dict(encoder_name="resnet19"), ["encoder_name='resnet19'", "resnet18"]),
+        (dict(att_depth=6), ["att_depth=6", "(1, 2, 3, 4, 5)"]),
+        (dict(att_depth=0), ["att_depth=0"]),
+        (dict(encoder_name="mit_b0", att_depth=1), ["att_depth=1", "mit_b0", "empty", "(2, 3, 4, 5)"]),
+        (dict(patch_size=0), ["patch_size=0"]),
+        (dict(classes=1), ["classes=1"]),
+        (dict(encoder_weights="instagram"), ["instagram", "imagenet"]),
+    ],
+)
+def test_impossible_settings_fail_at_construction(kwargs, words):
+    settings = dict(arch="unet", encoder_name="resnet18", encoder_weights=None, classes=3, att_depth=2) | kwargs
+    with pytest.raises(ValueError) as error:
+        build_model(**settings)
+    for word in words:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "arch,depth,size,nearest",
+    [("unet", 2, (100, 128), "128x128"), ("fpn", 3, (64, 70), "96x96"), ("fpn", 2, (64, 70), "64x96"), ("unet", 5, (64, 64), "320x320"),
+     ("deeplabv3", 4, (40, 80), "80x80"), ("pan", None, (64, 96), "128x128")],
+)
+def test_invalid_input_size_fails_in_forward(arch, depth, size, nearest):
+    model = build_model(arch, "resnet18", None, classes=3, att_depth=depth)
+    with pytest.raises(ValueError) as error:
+        model(torch.randn(1, 3, *size))
+    assert f"{size[0]}x{size[1]}" in str(error.value) and f"nearest valid size is {nearest}" in str(error.value)
+
+
+def test_size_not_multiple_of_patch_is_valid():
+    model = build_model("unet", "resnet18", None, classes=3, att_depth=2, patch_size=10)
+    logits, attention = model(torch.randn(1, 3, 96, 128))
+    assert logits.shape == (1, 3, 96, 128) and attention.grid == (9, 12)

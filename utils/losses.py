@@ -1,0 +1,52 @@
+"""The AFMA training loss (spec 3): ce_weight x weighted NLL(log_softmax(z')) + mse_weight x MSE(AFMA, gold)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.afma import FactoredAttention, attention_mse, factored_gold
+
+
+class AFMALoss(nn.Module):
+    """Called as `loss((logits, attention), target)` with exactly what the model returned.
+
+    target: (B, H, W) class indices; the one-hot for the gold AFMA is made here, on the target's device.
+    With AFMA off (attention None) it is the weighted NLL alone (not scaled by ce_weight), the baseline loss.
+    `ignore_index` pixels count in neither term: they are left out of the NLL and have an all-zero one-hot.
+    """
+
+    def __init__(
+        self,
+        class_weights: Sequence[float] | Tensor | None = None,
+        ce_weight: float = 5.0,
+        mse_weight: float = 1.0,
+        patch_size: int = 10,
+        ignore_index: int | None = None,
+    ):
+        super().__init__()
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights)
+        self.ce_weight = ce_weight
+        self.mse_weight = mse_weight
+        self.patch_size = patch_size
+        self.ignore_index = ignore_index
+
+    def forward(self, output: tuple[Tensor, FactoredAttention | None], target: Tensor) -> Tensor:
+        logits, attention = output
+        nll = F.nll_loss(
+            F.log_softmax(logits.float(), dim=1),
+            target,
+            weight=self.class_weights,
+            ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+        )
+        if attention is None:
+            return nll
+        gold = factored_gold(self._one_hot(target, logits.shape[1]), attention.stride, self.patch_size)
+        return self.ce_weight * nll + self.mse_weight * attention_mse(attention, gold)
+
+    def _one_hot(self, target: Tensor, classes: int) -> Tensor:
+        valid = target if self.ignore_index is None else target.masked_fill(target == self.ignore_index, classes)
+        return F.one_hot(valid, classes + 1)[..., :classes].permute(0, 3, 1, 2).float()
