@@ -1,0 +1,144 @@
+"""AFMA's cost in a training step: the project's implementation vs the plain SMP model and vs a literal one.
+
+    python benchmarks/afma_speed.py                 # CPU, CamVid-sized work (batch 2, 12 classes, 480x640)
+    python benchmarks/afma_speed.py --device cuda
+
+For each attention depth, side by side in one run: a full training step (forward, loss, backward) of
+UNet-ResNet34 with AFMA and the AFMA loss; the same step of the plain SMP UNet-ResNet34 with its NLL loss;
+and the AFMA step computed by the literal per-class transcription of the spec (tests/literal_afma.py).
+Columns: (a) AFMA step / baseline step; (b) the literal implementation's extra time over the baseline
+divided by the project's; (c) peak memory of the AFMA step / the baseline step's. Times are medians.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import build_model  # noqa: E402
+from tests.literal_afma import literal_afma_forward, literal_loss  # noqa: E402
+from utils.losses import AFMALoss  # noqa: E402
+
+TARGETS = {"ratio": {1: 1.5, 2: 1.3, 3: 1.2, 4: 1.2}, "literal_over_ours": {1: 3.0, 2: 3.0}, "memory": 1.3}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--classes", type=int, default=12)
+    parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
+    parser.add_argument("--patch-size", type=int, default=10)
+    parser.add_argument("--encoder", default="resnet34")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (after one warm-up)")
+    parser.add_argument("--no-literal", action="store_true", help="skip the slow literal implementation")
+    return parser.parse_args(argv)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(step, device, repeats):
+    step()  # warm-up: allocator, cuDNN autotuning, lazy initialisation
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory(step, device):
+    """Bytes allocated at the step's peak above what was live before it (CUDA stats, or the CPU profiler)."""
+    step()
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    live = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:
+        live += size if action == Action.CREATE else -size if action == Action.DESTROY else 0
+        peak = max(peak, live)
+    return peak
+
+
+def make_steps(args, depth, device):
+    """The three training steps for one depth, each a closure over its own model (same initial weights)."""
+    torch.manual_seed(0)
+    h, w = args.size
+    x = torch.randn(args.batch_size, 3, h, w, device=device)
+    target = torch.randint(0, args.classes, (args.batch_size, h, w), device=device)
+    baseline = build_model("unet", args.encoder, None, args.classes, None).to(device)
+    afma = build_model("unet", args.encoder, None, args.classes, depth, args.patch_size).to(device)
+    criterion = AFMALoss(patch_size=args.patch_size).to(device)
+
+    def zero(model):
+        for p in model.parameters():
+            p.grad = None
+
+    def baseline_step():
+        zero(baseline)
+        logits, _ = baseline(x)
+        F.nll_loss(F.log_softmax(logits, 1), target).backward()
+
+    def afma_step():
+        zero(afma)
+        criterion(afma(x), target).backward()
+
+    def literal_step():
+        zero(afma)
+        features = afma.net.encoder(x)
+        z = afma.net.segmentation_head(afma.net.decoder(features))
+        corrected, dense, stride = literal_afma_forward(afma.afma, x, features[depth], z, args.patch_size)
+        literal_loss(corrected, dense, target, stride, args.patch_size).backward()
+
+    return baseline_step, afma_step, literal_step
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available here; run on a GPU machine or use --device cpu")
+    h, w = args.size
+    print(f"UNet-{args.encoder}, batch {args.batch_size}, {args.classes} classes, {h}x{w}, patch {args.patch_size}, "
+          f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+          f"torch {torch.__version__}, median of {args.repeats}")
+    header = ("| depth | baseline s | AFMA s | literal s | (a) AFMA / baseline | target | (b) literal extra / ours | "
+              "target | (c) peak mem AFMA / baseline | target |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for depth in args.depths:
+        baseline_step, afma_step, literal_step = make_steps(args, depth, device)
+        t_base = median_time(baseline_step, device, args.repeats)
+        t_afma = median_time(afma_step, device, args.repeats)
+        t_literal = float("nan") if args.no_literal else median_time(literal_step, device, args.repeats)
+        memory = peak_memory(afma_step, device) / peak_memory(baseline_step, device)
+        literal_gain = (t_literal - t_base) / max(t_afma - t_base, 1e-9)
+        print(f"| {depth} | {t_base:.3f} | {t_afma:.3f} | {t_literal:.3f} | {t_afma / t_base:.2f}x | "
+              f"<= {TARGETS['ratio'].get(depth, 1.2)}x | {literal_gain:.1f}x | "
+              f"{'>= 3.0x' if depth in TARGETS['literal_over_ours'] else '-'} | {memory:.2f}x | <= {TARGETS['memory']}x |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+import importlib.util
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from utils.plots import attention_heatmap, colorize, error_map, plot_attention, plot_comparison, \
+    plot_history, plot_per_class_iou, plot_predictions
+
+NAMES = ["sky", "pole", "car", "unlabelled"]
+PALETTE = [(128, 128, 128), (192, 192, 128), (64, 0, 128), (0, 0, 0)]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def assert_valid_png(path):
+    path = Path(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(path))
+    assert image is not None
+    assert image.shape[0] > 200 and image.shape[1] > 200
+    assert image.reshape(-1, 3).std(axis=0).max() > 5  # not a single flat colour
+
+
+def result(miou, ious):
+    return {"miou": miou, "global_iou": 0.8, "accuracy": 0.9, "per_class_iou": dict(zip(NAMES[:-1], ious))}
+
+
+def scene(seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    target = np.zeros((60, 80), dtype=np.int64)
+    target[30:] = 2
+    target[10:50, 40:44] = 1
+    target[:5, :5] = 3
+    pred = target.copy()
+    pred[10:20, 40:50] = 0
+    return image, target, pred
+
+
+def test_backend_is_agg():
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_plot_history_writes_png_in_new_folder(tmp_path):
+    history = [{"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1) if e % 2 == 0 else None,
+                "val_miou": 0.1 * e if e % 2 == 0 else None, "lr": 1e-4} for e in range(8)]
+    path = plot_history(history, tmp_path / "new" / "history.png")
+    assert path == tmp_path / "new" / "history.png"
+    assert_valid_png(path)
+
+
+def test_plot_per_class_iou_with_small_classes(tmp_path):
+    results = {"val": result(0.6, [0.9, 0.3, 0.6]), "test": result(0.55, [0.85, 0.25, float("nan")])}
+    assert_valid_png(plot_per_class_iou(results, NAMES, tmp_path / "iou.png", small_classes=["pole"]))
+
+
+def test_plot_comparison(tmp_path):
+    base, afma = result(0.5, [0.9, 0.2, 0.4]), result(0.6, [0.9, 0.4, 0.5])
+    assert_valid_png(plot_comparison(base, afma, NAMES, tmp_path / "cmp.png", small_classes=["pole"]))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_plot_predictions(tmp_path, n):
+    images, targets, preds = zip(*(scene(i) for i in range(n)))
+    path = plot_predictions(list(images), list(targets), list(preds), NAMES, PALETTE, tmp_path / "pred.png",
+                            void_index=3)
+    assert_valid_png(path)
+
+
+def test_colorize_maps_palette_and_blackens_unknown_indices():
+    mask = np.array([[0, 1], [2, 255]])
+    out = colorize(mask, PALETTE)
+    assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
+    assert out[0, 0].tolist() == list(PALETTE[0])
+    assert out[0, 1].tolist() == list(PALETTE[1])
+    assert out[1, 0].tolist() == list(PALETTE[2])
+    assert out[1, 1].tolist() == [0, 0, 0]
+
+
+def test_error_map_marks_correct_wrong_and_void():
+    target = np.array([[0, 1, 3]])
+    pred = np.array([[0, 2, 0]])
+    out = error_map(target, pred, void_index=3)
+    assert out[0, 0].tolist() == [46, 160, 67]  # correct
+    assert out[0, 1].tolist() == [214, 39, 40]  # wrong
+    assert out[0, 2].tolist() == [128, 128, 128]  # void
+
+
+class FakeAttention:
+    """The two members attention_heatmap uses: row_sum() (B, C, Li) and grid (hi, wi)."""
+
+    def __init__(self, row_sums, grid):
+        self._row_sums = row_sums
+        self.grid = grid
+
+    def row_sum(self):
+        return self._row_sums
+
+
+def test_attention_heatmap_places_patch_values():
+    sums = torch.zeros(2, 3, 6)
+    sums[1, 2] = torch.arange(1.0, 7.0)  # patches row-major on a 2 x 3 grid
+    heat = attention_heatmap(FakeAttention(sums, (2, 3)), 1, 2, (10, 13), 4)
+    assert heat.shape == (10, 13) and heat.dtype == np.float32
+    expected = np.zeros((10, 13), dtype=np.float32)
+    for k, value in enumerate(range(1, 7)):
+        row, col = divmod(k, 3)
+        expected[row * 4:(row + 1) * 4, col * 4:(col + 1) * 4] = value
+    np.testing.assert_array_equal(heat, expected)
+    assert heat[8:].sum() == 0 and heat[:, 12:].sum() == 0  # remainder outside whole patches
+    assert not attention_heatmap(FakeAttention(sums, (2, 3)), 0, 2, (10, 13), 4).any()
+
+
+def test_plot_attention_upsamples_low_resolution_heatmap(tmp_path):
+    image, _, _ = scene(0)
+    heat = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert_valid_png(plot_attention(image, heat, "pole", tmp_path / "att.png"))
+
+
+def test_method_diagram_script_draws_legible_size(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_method_diagram", ROOT / "figures/make_method_diagram.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.OUT = tmp_path / "afma_method.png"
+    module.main()
+    assert_valid_png(module.OUT)
+    assert cv2.imread(str(module.OUT)).shape[:2] == (900, 1600)

@@ -1,0 +1,136 @@
+"""Albumentations pipelines: spec settings, output shapes, nearest-only masks, denormalize."""
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from utils.datasets import Birds, CamVid, Cityscapes, LiTS, SkinLesion
+from utils.transforms import build_transforms, denormalize, network_size
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def frame(h, w, seed=0):
+    """A random RGB frame and a blocky two-valued mask (values 5 and 9)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    blocks = rng.integers(0, 2, (h // 8 + 1, w // 8 + 1))
+    mask = np.where(np.kron(blocks, np.ones((8, 8), int))[:h, :w] == 1, 9, 5).astype(np.uint8)
+    return image, mask
+
+
+def flatten(transforms):
+    for t in transforms:
+        yield t
+        if hasattr(t, "transforms"):
+            yield from flatten(t.transforms)
+
+
+def test_camvid_train_pipeline_matches_spec():
+    steps = list(flatten(build_transforms(CamVid, "train", MEAN, STD).transforms))
+    by_type = {type(t): t for t in steps}
+    assert by_type[A.HorizontalFlip].p == 0.5
+    pad = by_type[A.PadIfNeeded]
+    assert (pad.min_height, pad.min_width, pad.fill, pad.fill_mask) == (720, 960, 255, 0)
+    assert pad.border_mode == cv2.BORDER_CONSTANT
+    one_of = by_type[A.OneOf]
+    assert {type(t) for t in one_of.transforms} == {A.RandomSizedCrop, A.RandomCrop}
+    sized = by_type[A.RandomSizedCrop]
+    assert tuple(sized.min_max_height) == (240, 720) and tuple(sized.size) == (480, 640)
+    assert sized.w2h_ratio == pytest.approx(4 / 3)
+    assert (by_type[A.RandomCrop].height, by_type[A.RandomCrop].width) == (480, 640)
+    assert by_type[A.GaussNoise].p == 0.1 and by_type[A.Perspective].p == 0.1
+    assert isinstance(steps[-2], A.Normalize) and steps[-1].__class__.__name__ == "ToTensorV2"
+
+
+@pytest.mark.parametrize("dataset_cls", [CamVid, Cityscapes, Birds, SkinLesion, LiTS])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_every_mask_resampling_is_nearest(dataset_cls, split):
+    for scale in (1.0, 0.5):
+        for t in flatten(build_transforms(dataset_cls, split, MEAN, STD, scale).transforms):
+            # Compose/OneOf carry mask_interpolation=None too, meaning "leave children alone".
+            if isinstance(t, A.BasicTransform) and hasattr(t, "mask_interpolation"):
+                assert t.mask_interpolation == cv2.INTER_NEAREST, type(t)
+
+
+@pytest.mark.parametrize("split, scale, size", [
+    ("train", 1.0, (480, 640)), ("val", 1.0, (640, 960)), ("test", 1.0, (640, 960)),
+    ("train", 0.5, (256, 320)), ("val", 0.5, (320, 480))])
+def test_camvid_output_shapes_and_types(split, scale, size):
+    transform = build_transforms(CamVid, split, MEAN, STD, scale)
+    out = transform(image=frame(720, 960)[0], mask=frame(720, 960)[1])
+    assert out["image"].shape == (3, *size) and out["image"].dtype == torch.float32
+    assert out["mask"].shape == size
+
+
+def test_camvid_train_masks_only_hold_input_values_or_pad_fill():
+    """Random-sized crops, perspective and the 0.5 prescale must not blend class indices."""
+    image, mask = frame(720, 960)
+    for scale in (1.0, 0.5):
+        transform = build_transforms(CamVid, "train", MEAN, STD, scale)
+        for seed in range(12):
+            transform.set_random_seed(seed)
+            values = set(transform(image=image, mask=mask)["mask"].unique().tolist())
+            assert values <= {0, 5, 9}
+
+
+def test_camvid_eval_is_an_exact_centre_crop_and_denormalizes_back():
+    image, mask = frame(720, 960)
+    out = build_transforms(CamVid, "val", MEAN, STD)(image=image, mask=mask)
+    assert torch.equal(out["mask"], torch.from_numpy(mask[40:680]))
+    assert np.array_equal(denormalize(out["image"], MEAN, STD), image[40:680])
+
+
+def test_normalize_uses_the_given_mean_and_std():
+    image = np.tile(np.array([10, 128, 250], np.uint8), (720, 960, 1))
+    mask = np.zeros((720, 960), np.uint8)
+    out = build_transforms(CamVid, "val", MEAN, STD)(image=image, mask=mask)
+    expected = (np.array([10, 128, 250]) / 255 - MEAN) / STD
+    assert out["image"][:, 0, 0].numpy() == pytest.approx(expected, abs=1e-5)
+
+
+def test_camvid_pads_small_frames_with_white_image_and_mask_zero():
+    image, mask = frame(600, 800)
+    out = build_transforms(CamVid, "val", MEAN, STD)(image=image, mask=mask)
+    assert out["mask"].shape == (640, 960)
+    # The 600x800 frame is padded to 720x960 (60 rows each side), then rows 40..680 kept.
+    assert (out["mask"][:20] == 0).all() and (out["mask"][:, :80] == 0).all()
+    assert (denormalize(out["image"], MEAN, STD)[:20] == 255).all()
+
+
+@pytest.mark.parametrize("dataset_cls, size", [(Birds, 320), (SkinLesion, 192), (LiTS, 512)])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_resize_datasets_give_square_inputs_with_nearest_masks(dataset_cls, size, split):
+    image, mask = frame(300, 451)
+    out = build_transforms(dataset_cls, split, MEAN, STD)(image=image, mask=mask)
+    assert out["image"].shape == (3, size, size) and out["mask"].shape == (size, size)
+    assert set(out["mask"].unique().tolist()) <= {5, 9}
+
+
+def test_cityscapes_crops_for_training_and_keeps_full_frames_for_evaluation():
+    image, mask = frame(1024, 2048)
+    train = build_transforms(Cityscapes, "train", MEAN, STD)(image=image, mask=mask)
+    assert train["image"].shape == (3, 640, 800)
+    evaluation = build_transforms(Cityscapes, "val", MEAN, STD)(image=image, mask=mask)
+    assert torch.equal(evaluation["mask"], torch.from_numpy(mask))
+
+
+def test_cityscapes_padding_is_void():
+    image, mask = frame(100, 200)
+    out = build_transforms(Cityscapes, "val", MEAN, STD, scale=0.25)(image=image, mask=mask)
+    assert out["mask"].shape == (256, 512)
+    assert (out["mask"][0] == 19).all() and (out["mask"][:, 0] == 19).all()
+
+
+def test_network_sizes_scale_to_multiples_of_32_and_stay_exact_at_scale_1():
+    for size in [(480, 640), (640, 960), (640, 800), (1024, 2048), (320, 320), (192, 192)]:
+        assert network_size(size, 1.0) == size
+    assert network_size((480, 640), 0.5) == (256, 320)
+    assert network_size((192, 192), 0.1) == (32, 32)
+
+
+def test_unknown_split_is_rejected():
+    with pytest.raises(ValueError, match="'Train'"):
+        build_transforms(CamVid, "Train", MEAN, STD)

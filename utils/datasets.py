@@ -1,0 +1,388 @@
+"""Segmentation datasets in their published folder layouts (CamVid, Cityscapes, CUB birds,
+ISIC 2018 skin lesions, LiTS liver CT).
+
+Every dataset yields (image, mask) with the mask already mapped to class indices
+0..num_classes-1, where the LAST class is the unlabelled/background class that mIoU leaves
+out. Bad data raises DataError with a one-line message naming the file and the fix, because
+a training run that dies an hour in on a broken file is far costlier than a check upfront.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file/folder/option and what to do."""
+
+
+def pair_files(images, labels, label_for, image_for):
+    """Pair every image with its label, or raise naming the file that has no partner.
+
+    `label_for(image)` / `image_for(label)` give the path the partner must have; the result
+    is sorted so that dataset indices are reproducible across machines.
+    """
+    label_set, image_set = set(labels), set(images)
+    for image in images:
+        if label_for(image) not in label_set:
+            raise DataError(f"{label_for(image)} is missing: image {image} needs a label file "
+                            f"there (add the label or remove the image)")
+    for label in labels:
+        if image_for(label) not in image_set:
+            raise DataError(f"{image_for(label)} is missing: label {label} has no image "
+                            f"(add the image or remove the label)")
+    return [(image, label_for(image)) for image in sorted(images)]
+
+
+def require_dir(path, hint):
+    """Return path if it is a folder, else raise DataError saying what it should hold."""
+    if not path.is_dir():
+        raise DataError(f"{path} is missing: {hint}")
+    return path
+
+
+def read_bytes(path):
+    """Read a whole file, turning a missing/unreadable file into a DataError."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror}): check the file exists "
+                        f"and is readable") from err
+
+
+def decode(path, flags):
+    """Decode an image file with cv2, rejecting corrupt and truncated files.
+
+    cv2 returns None for broken PNGs but silently decodes a truncated JPEG (grey bottom),
+    so a JPEG must also hold its end-of-image marker (FFD9) in its last KiB (not strictly
+    at the end: some writers append padding after it).
+    """
+    data = read_bytes(path)
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    is_jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    if array is None or (is_jpeg and b"\xff\xd9" not in data[-1024:]):
+        raise DataError(f"{path} cannot be decoded: the file is corrupt or truncated "
+                        f"(re-extract or re-download it)")
+    return array
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Base class: finds (image, label) pairs for a split, reads and maps them.
+
+    Subclasses set the class attributes below and implement `find_pairs`; those whose
+    labels are not plain class-index PNGs override `map_label` (and the readers).
+    """
+
+    name = ""
+    classes = ()  # the last one is the unlabelled/background class that mIoU excludes
+    class_weights = None  # loss weights per class; None means uniform
+    small_classes = ()  # reported separately: the objects AFMA is designed for
+    palette = ()  # one RGB colour per class, for figures
+    train_size = (0, 0)  # (h, w) network input during training
+    eval_size = (0, 0)  # (h, w) network input during evaluation
+    pad_size = None  # (h, w) to pad to before cropping, or None
+    resize = False  # True: resize to train/eval size instead of cropping
+    void_value = None  # raw label value that means "unlabelled" (mapped to the last class)
+
+    def __init__(self, root, split, transform=None):
+        if split not in SPLITS:
+            raise DataError(f"split {split!r} is not valid: use one of {', '.join(SPLITS)}")
+        self.root = require_dir(Path(root), f"it should be the {self.name} dataset root "
+                                             f"folder (check the root path you passed)")
+        self.split = split
+        self.transform = transform
+        self.pairs = self.find_pairs()
+        if not self.pairs:
+            raise DataError(f"{self.split_dir()} holds no {self.split} images: "
+                            f"put the {self.name} {self.split} split there")
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    def find_pairs(self):
+        """Return the sorted (image_path, label_path) list of this split."""
+        raise NotImplementedError
+
+    def split_dir(self):
+        """The folder named in 'no images' errors, so the user knows where to look."""
+        return self.root / self.split
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, index):
+        image_path, label_path = self.pairs[index]
+        image, mask = self.read_image(image_path), self.read_label(label_path)
+        check_same_size(image_path, image, label_path, mask)
+        if self.transform is None:
+            return image, mask
+        # uint8 through the transform: cv2 warps cannot handle int64 masks.
+        out = self.transform(image=image, mask=mask.astype(np.uint8))
+        return out["image"], out["mask"].long()
+
+    def read_image(self, path):
+        """Read an image as uint8 RGB (H, W, 3)."""
+        return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def read_label(self, path):
+        """Read a label map as int64 class indices (H, W)."""
+        return self.map_label(self.read_raw_label(path), path)
+
+    def read_raw_label(self, path):
+        """Read the stored label values; they must form a single-channel map."""
+        raw = decode(path, cv2.IMREAD_UNCHANGED)
+        if raw.ndim != 2:
+            raise DataError(f"{path} has {raw.shape[2]} channels: labels must be single-channel "
+                            f"maps of class indices (convert colour labels to indices)")
+        return raw
+
+    def map_label(self, raw, path):
+        """Map stored class indices to 0..num_classes-1, `void_value` to the last class."""
+        label = raw.astype(np.int64)
+        if self.void_value is not None:
+            label[raw == self.void_value] = self.num_classes - 1
+        bad = label[(label < 0) | (label >= self.num_classes)]
+        if bad.size:
+            allowed = f"0..{self.num_classes - 1}" + (
+                f" or {self.void_value}" if self.void_value is not None else "")
+            raise DataError(f"{path} contains label value {int(bad[0])}: {self.name} labels must "
+                            f"be {allowed} (fix or regenerate this label file)")
+        return label
+
+    def validate(self):
+        """Read every pair of the split once, so bad files fail now rather than mid-training."""
+        for image_path, label_path in self.pairs:
+            check_same_size(image_path, self.read_image(image_path),
+                            label_path, self.read_label(label_path))
+
+
+def check_same_size(image_path, image, label_path, label):
+    """Raise DataError if an image and its label differ in height/width."""
+    if image.shape[:2] != label.shape[:2]:
+        raise DataError(f"{image_path} is {image.shape[1]}x{image.shape[0]} but its label "
+                        f"{label_path} is {label.shape[1]}x{label.shape[0]} (WxH): they must "
+                        f"match pixel for pixel")
+
+
+class CamVid(SegmentationDataset):
+    """CamVid in the SegNet layout: {split}/ and {split}annot/ PNGs, label indices 0..11."""
+
+    name = "camvid"
+    classes = ("sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence",
+               "car", "pedestrian", "bicyclist", "unlabelled")
+    class_weights = (0.25652730831033116, 0.18528266685745448, 4.396287575365375,
+                     0.1368693220338383, 0.9184731310542199, 0.38731986379829597,
+                     3.5330742906141994, 1.8126852672146507, 0.7246197983929721,
+                     5.855012980845159, 8.136508447439535, 1.0974099206087582)
+    small_classes = ("pole", "signsymbol", "fence", "pedestrian", "bicyclist")
+    palette = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+               (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+               (0, 128, 192), (0, 0, 0))
+    train_size = (480, 640)
+    eval_size = (640, 960)
+    pad_size = (720, 960)
+
+    def find_pairs(self):
+        hint = (f"CamVid needs {self.split}/ and {self.split}annot/ under {self.root} "
+                f"(python tools/make_sample.py writes a synthetic sample)")
+        image_dir = require_dir(self.root / self.split, hint)
+        label_dir = require_dir(self.root / f"{self.split}annot", hint)
+        return pair_files(list(image_dir.glob("*.png")), list(label_dir.glob("*.png")),
+                          lambda p: label_dir / p.name, lambda p: image_dir / p.name)
+
+
+class Cityscapes(SegmentationDataset):
+    """Cityscapes fine annotations as train ids: 19 classes, 255 = void (the 20th class)."""
+
+    name = "cityscapes"
+    classes = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+               "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+               "bus", "train", "motorcycle", "bicycle", "void")
+    small_classes = ("pole", "traffic light", "traffic sign", "person", "rider", "motorcycle",
+                     "bicycle")
+    palette = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+               (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+               (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+               (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 0))
+    train_size = (640, 800)
+    eval_size = (1024, 2048)
+    void_value = 255
+    IMAGE_SUFFIX, LABEL_SUFFIX = "_leftImg8bit.png", "_gtFine_labelTrainIds.png"
+
+    def split_dir(self):
+        return self.root / "leftImg8bit" / self.split
+
+    def find_pairs(self):
+        image_dir = require_dir(self.split_dir(),
+                                f"Cityscapes needs leftImg8bit/{self.split}/<city>/ "
+                                f"(download leftImg8bit_trainvaltest.zip)")
+        label_dir = require_dir(self.root / "gtFine" / self.split,
+                                f"Cityscapes needs gtFine/{self.split}/<city>/ "
+                                f"(download gtFine_trainvaltest.zip)")
+        labels = list(label_dir.glob(f"*/*{self.LABEL_SUFFIX}"))
+        if not labels:
+            raise DataError(f"{label_dir} has no *{self.LABEL_SUFFIX} files: create them with "
+                            f"`pip install cityscapesscripts` and "
+                            f"`CITYSCAPES_DATASET={self.root} csCreateTrainIdLabelImgs`")
+
+        def label_for(image):
+            stem = image.name[: -len(self.IMAGE_SUFFIX)]
+            return label_dir / image.parent.name / f"{stem}{self.LABEL_SUFFIX}"
+
+        def image_for(label):
+            stem = label.name[: -len(self.LABEL_SUFFIX)]
+            return image_dir / label.parent.name / f"{stem}{self.IMAGE_SUFFIX}"
+
+        images = list(image_dir.glob(f"*/*{self.IMAGE_SUFFIX}"))
+        return pair_files(images, labels, label_for, image_for)
+
+
+class BinaryMaskDataset(SegmentationDataset):
+    """Foreground/background datasets whose masks are grayscale, foreground > 127.
+
+    Thresholding (not exact 0/255 values) because CUB masks are soft annotator averages
+    and resized masks of other sources have intermediate values at the edges.
+    """
+
+    resize = True
+
+    def read_raw_label(self, path):
+        return decode(path, cv2.IMREAD_GRAYSCALE)
+
+    def map_label(self, raw, path):
+        return np.where(raw > 127, 0, 1).astype(np.int64)
+
+
+class Birds(BinaryMaskDataset):
+    """CUB-200-2011 with its segmentation masks (bird vs background).
+
+    CUB only defines train and test (train_test_split.txt), so the val split IS the test
+    split: model selection on it is optimistic, which the reference accepts too.
+    """
+
+    name = "birds"
+    classes = ("bird", "background")
+    palette = ((255, 200, 0), (0, 0, 0))
+    train_size = eval_size = (320, 320)
+
+    def split_dir(self):
+        return self.root / "images"
+
+    def read_list(self, name):
+        """Read a CUB "<id> <value>" list file into a dict."""
+        path = self.root / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing: it comes with CUB_200_2011.tgz "
+                            f"(extract the whole archive into {self.root})")
+        rows = (line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+        return {key: value.strip() for key, value in rows}
+
+    def find_pairs(self):
+        paths, is_train = self.read_list("images.txt"), self.read_list("train_test_split.txt")
+        wanted = "1" if self.split == "train" else "0"
+        pairs = []
+        for image_id, rel in paths.items():
+            if is_train.get(image_id) != wanted:
+                continue
+            image = self.root / "images" / rel
+            label = (self.root / "segmentations" / rel).with_suffix(".png")
+            if not image.is_file():
+                raise DataError(f"{image} is missing: it is listed in "
+                                f"{self.root / 'images.txt'} (re-extract the images)")
+            if not label.is_file():
+                raise DataError(f"{label} is missing: image {image} needs its mask there "
+                                f"(extract segmentations.tgz into {self.root})")
+            pairs.append((image, label))
+        return sorted(pairs)
+
+
+class SkinLesion(BinaryMaskDataset):
+    """ISIC 2018 task 1: dermoscopy JPEGs with 0/255 lesion masks."""
+
+    name = "skinlesion"
+    classes = ("lesion", "background")
+    palette = ((255, 80, 80), (0, 0, 0))
+    train_size = eval_size = (192, 192)
+    PHASES = {"train": "Training", "val": "Validation", "test": "Test"}
+
+    def split_dir(self):
+        return self.root / f"ISIC2018_Task1-2_{self.PHASES[self.split]}_Input"
+
+    def find_pairs(self):
+        phase = self.PHASES[self.split]
+        hint = "download and extract the ISIC 2018 task 1 {} archive there"
+        image_dir = require_dir(self.split_dir(), hint.format(f"{phase} input"))
+        label_dir = require_dir(self.root / f"ISIC2018_Task1_{phase}_GroundTruth",
+                                hint.format(f"{phase} ground truth"))
+        return pair_files(
+            list(image_dir.glob("*.jpg")), list(label_dir.glob("*_segmentation.png")),
+            lambda p: label_dir / f"{p.stem}_segmentation.png",
+            lambda p: image_dir / f"{p.name[: -len('_segmentation.png')]}.jpg")
+
+
+class LiTS(SegmentationDataset):
+    """LiTS liver CT as 2-D .npy slices: images in HU, masks 0 background/1 liver/2 tumour.
+
+    Slices are windowed to [-250, 250] HU (the abdominal window) and turned into 3-channel
+    uint8 so the RGB pipeline and ImageNet encoders apply unchanged.
+    """
+
+    name = "lits"
+    classes = ("liver", "tumour", "background")
+    small_classes = ("tumour",)
+    palette = ((0, 200, 0), (255, 0, 0), (0, 0, 0))
+    train_size = eval_size = (512, 512)
+    resize = True
+    HU_WINDOW = (-250.0, 250.0)
+    STORED_TO_CLASS = np.array([2, 0, 1])  # stored 0/1/2 -> background/liver/tumour indices
+
+    def find_pairs(self):
+        hint = (f"LiTS needs {self.split}/images/*.npy and {self.split}/masks/*.npy "
+                f"under {self.root}")
+        image_dir = require_dir(self.root / self.split / "images", hint)
+        label_dir = require_dir(self.root / self.split / "masks", hint)
+        return pair_files(list(image_dir.glob("*.npy")), list(label_dir.glob("*.npy")),
+                          lambda p: label_dir / p.name, lambda p: image_dir / p.name)
+
+    def load_slice(self, path):
+        """Load one 2-D .npy slice, raising DataError for corrupt or non-2-D files."""
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path} cannot be loaded as .npy ({err}): "
+                            f"re-export this slice") from err
+        if array.ndim != 2:
+            raise DataError(f"{path} has shape {array.shape}: LiTS slices must be 2-D (H, W)")
+        return array
+
+    def read_image(self, path):
+        low, high = self.HU_WINDOW
+        hu = np.clip(self.load_slice(path).astype(np.float32), low, high)
+        gray = np.rint((hu - low) / (high - low) * 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+
+    def read_raw_label(self, path):
+        return self.load_slice(path)
+
+    def map_label(self, raw, path):
+        bad = raw[(raw != 0) & (raw != 1) & (raw != 2)]
+        if bad.size:
+            raise DataError(f"{path} contains label value {bad.flat[0]}: LiTS masks must be "
+                            f"0 (background), 1 (liver) or 2 (tumour)")
+        return self.STORED_TO_CLASS[raw.astype(np.int64)]
+
+
+DATASETS = {"camvid": CamVid, "cityscapes": Cityscapes, "birds": Birds,
+            "skinlesion": SkinLesion, "lits": LiTS}
+
+
+def build_dataset(name, root, split, transform=None):
+    """Instantiate a registered dataset by name."""
+    if name not in DATASETS:
+        raise DataError(f"dataset {name!r} is unknown: use one of {', '.join(DATASETS)}")
+    return DATASETS[name](root, split, transform)

@@ -1,0 +1,225 @@
+"""Segmentation scores: a confusion matrix for IoU / mIoU / accuracy, and small-object scores.
+
+Conventions shared by everything here (AFMA_SPEC.md section 6):
+- the LAST class is the unlabelled/background channel; it is counted in the confusion matrix (a pixel of
+  it predicted as class c is a false positive of c) but it gets no score of its own and is left out of
+  every mean;
+- pixels whose target is outside [0, C) (e.g. 255) are ignored entirely.
+
+A class whose TP + FP + FN is 0 over the whole split (absent from both target and prediction) has an
+undefined IoU: it is reported as NaN and left out of mIoU (a NaN-excluded mean), so a split that simply
+does not contain a class is neither rewarded (IoU 1) nor punished (IoU 0) for it.
+"""
+
+import math
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+class ConfusionMatrix:
+    """Pixel confusion matrix accumulated on the device; rows are targets, columns predictions."""
+
+    def __init__(self, num_classes, device="cpu"):
+        self.num_classes = num_classes
+        self.mat = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
+
+    def update(self, target, pred):
+        """Add a batch of (B, H, W) integer maps; targets outside [0, C) are ignored.
+
+        A prediction outside [0, C) (impossible for an argmax) is ignored too rather than being
+        counted in another class's bin.
+
+        Ignored pixels are sent to one extra bin (instead of boolean indexing, whose data-dependent
+        output size would force a device-to-host sync) and that bin is dropped.
+        """
+        c = self.num_classes
+        target, pred = target.long(), pred.long()
+        valid = (target >= 0) & (target < c) & (pred >= 0) & (pred < c)
+        index = torch.where(valid, target * c + pred, c * c)
+        counts = torch.bincount(index.flatten(), minlength=c * c + 1)
+        self.mat += counts[: c * c].view(c, c)
+
+    def reset(self):
+        self.mat.zero_()
+
+    def all_reduce(self):
+        """Sum the matrices of all processes so every rank scores the whole split."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.mat)
+
+    def compute(self):
+        return scores_from_confusion(self.mat)
+
+
+def scores_from_confusion(mat):
+    """Scores of a (C, C) confusion matrix (rows target, columns prediction), spec section 6.
+
+    Returns tp, fp, fn, tn: float64 CPU tensors of length C (every class, the last included);
+    per_class_iou: list of C-1 floats, IoU_c = TP / (TP + FP + FN), NaN where TP + FP + FN = 0;
+    miou: NaN-excluded mean of per_class_iou (NaN if every class is NaN);
+    global_iou: sum TP / (sum TP + sum FP + sum FN) over the first C-1 classes;
+    accuracy: mean over the first C-1 classes of (TP + TN) / (TP + TN + FP + FN).
+    """
+    mat = torch.as_tensor(mat).detach().cpu().double()
+    tp = mat.diag()
+    fp = mat.sum(0) - tp
+    fn = mat.sum(1) - tp
+    tn = mat.sum() - tp - fp - fn
+    k = slice(0, mat.shape[0] - 1)
+    iou = tp[k] / (tp[k] + fp[k] + fn[k])  # 0 / 0 -> NaN for absent classes
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "per_class_iou": iou.tolist(),
+        "miou": iou.nanmean().item(),
+        "global_iou": _ratio(tp[k].sum(), (tp[k] + fp[k] + fn[k]).sum()),
+        "accuracy": ((tp[k] + tn[k]) / mat.sum()).mean().item(),
+    }
+
+
+def _ratio(num, den):
+    return (num / den).item() if den > 0 else math.nan
+
+
+def format_table(results, class_names):
+    """Plain-text table, one column per split, for logs and reports.
+
+    results: {split: {"per_class_iou": {name: iou} (or a list in class order), "miou", "global_iou",
+    "accuracy", optional "loss"}}. class_names: all C names; the last one gets no row. NaN or missing
+    values print as "-".
+    """
+    splits = list(results)
+    class_rows = [(name, [_per_class(results[s], class_names).get(name) for s in splits])
+                  for name in class_names[:-1]]
+    summary_rows = [(label, [results[s].get(key) for s in splits]) for key, label in SUMMARY_ROWS
+                    if any(key in results[s] for s in splits)]
+    first = max(len(label) for label, _ in [("class", None)] + class_rows + summary_rows)
+    widths = [max(10, len(s) + 2) for s in splits]
+
+    def line(label, cells):
+        return label.ljust(first) + "".join(cell.rjust(w) for cell, w in zip(cells, widths))
+
+    header = line("class", splits)
+    rule = "-" * len(header)
+    body = [line(label, [_fmt(v) for v in values]) for label, values in class_rows]
+    summary = [line(label, [_fmt(v) for v in values]) for label, values in summary_rows]
+    return "\n".join([header, rule, *body, rule, *summary])
+
+
+SUMMARY_ROWS = (("miou", "mIoU"), ("global_iou", "global IoU"), ("accuracy", "mean accuracy"),
+                ("loss", "loss"))
+
+
+def _per_class(result, class_names):
+    """per_class_iou as a name -> IoU mapping, accepting compute()'s list as well."""
+    ious = result.get("per_class_iou", {})
+    return ious if isinstance(ious, dict) else dict(zip(class_names[:-1], ious))
+
+
+def _fmt(value):
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+SMALL_AREA = 32 * 32
+LARGE_AREA = 96 * 96
+BUCKETS = ("small", "medium", "large")
+
+
+class SmallObjectMeter:
+    """Object-level scores by object size, to test the claim that AFMA helps small objects.
+
+    Definitions (per class c, the last class excluded when ignore_last):
+    - object: an 8-connected component of the ground truth of class c in one image, at the evaluation
+      resolution; its area A is its pixel count. Bucket (COCO): small A < 32*32, medium 32*32 <= A < 96*96,
+      large A >= 96*96.
+    - matched prediction P' of an object G: the union of the 8-connected components of (pred == c) that
+      share at least one pixel with G. So a false-positive blob attached to the object counts against it,
+      while unrelated false positives elsewhere in the image do not.
+    - object IoU = |G & P'| / |G | P'|; the object is detected when object IoU >= 0.5 (exactly 0.5 counts).
+    - recall50[bucket][c] = detected objects / objects of c in that bucket (None without objects).
+    - small_iou[c] = sum |G & P'| / sum |G | P'| pooled over all small objects of c (None without any).
+    - mean_recall50[bucket], mean_small_iou: plain means over the classes that have objects there (None
+      when no class has).
+    Pixels whose target is outside [0, C) are ignored (their prediction is treated as no class), as in
+    ConfusionMatrix.
+    """
+
+    def __init__(self, num_classes, class_names, ignore_last=True):
+        self.num_classes = num_classes
+        self.class_names = list(class_names)
+        self.scored = num_classes - 1 if ignore_last else num_classes
+        self.reset()
+
+    def reset(self):
+        self.counts = np.zeros((len(BUCKETS), self.scored), dtype=np.int64)
+        self.hits = np.zeros((len(BUCKETS), self.scored), dtype=np.int64)
+        self.small_inter = np.zeros(self.scored, dtype=np.int64)
+        self.small_union = np.zeros(self.scored, dtype=np.int64)
+
+    def update(self, target, pred):
+        """Add a batch of (B, H, W) (or one (H, W)) integer maps, numpy arrays or tensors."""
+        target, pred = _to_numpy(target), _to_numpy(pred)
+        pred = np.where((target >= 0) & (target < self.num_classes), pred, -1)
+        for t, p in zip(target.reshape(-1, *target.shape[-2:]), pred.reshape(-1, *pred.shape[-2:])):
+            for c in range(self.scored):
+                if (t == c).any():
+                    self._add_objects(c, *object_overlaps(t == c, p == c))
+
+    def _add_objects(self, c, area, inter, union):
+        bucket = np.digitize(area, [SMALL_AREA, LARGE_AREA])
+        detected = 2 * inter >= union  # IoU >= 0.5 in integers, so 0.5 exactly is not lost to rounding
+        self.counts[:, c] += np.bincount(bucket, minlength=len(BUCKETS))
+        self.hits[:, c] += np.bincount(bucket[detected], minlength=len(BUCKETS))
+        small = bucket == 0
+        self.small_inter[c] += inter[small].sum()
+        self.small_union[c] += union[small].sum()
+
+    def compute(self):
+        names = self.class_names[: self.scored]
+        recall = {b: {n: _safe_div(self.hits[i, c], self.counts[i, c]) for c, n in enumerate(names)}
+                  for i, b in enumerate(BUCKETS)}
+        small_iou = {n: _safe_div(self.small_inter[c], self.small_union[c]) for c, n in enumerate(names)}
+        return {
+            "recall50": recall,
+            "small_iou": small_iou,
+            "counts": {b: {n: int(self.counts[i, c]) for c, n in enumerate(names)}
+                       for i, b in enumerate(BUCKETS)},
+            "mean_recall50": {b: _mean_defined(recall[b].values()) for b in BUCKETS},
+            "mean_small_iou": _mean_defined(small_iou.values()),
+        }
+
+
+def object_overlaps(gt, pred):
+    """Per ground-truth object of a binary mask: (area, |G & P'|, |G | P'|), int64 arrays.
+
+    P' is the union of the predicted components touching the object (see SmallObjectMeter). Every
+    predicted pixel inside G belongs to such a component, so |G & P'| = |G & pred|; |P'| is the summed
+    area of the distinct (object, predicted component) pairs that share a pixel.
+    """
+    n_gt, gt_lab, stats, _ = cv2.connectedComponentsWithStats(gt.astype(np.uint8), connectivity=8)
+    n_pr, pr_lab = cv2.connectedComponents(pred.astype(np.uint8), connectivity=8)
+    area = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
+    inter = np.bincount(gt_lab[pred], minlength=n_gt)[1:]
+    pr_area = np.bincount(pr_lab.ravel(), minlength=n_pr)
+    touching = (gt_lab > 0) & (pr_lab > 0)
+    pairs = np.unique(gt_lab[touching].astype(np.int64) * n_pr + pr_lab[touching])
+    matched = np.bincount(pairs // n_pr, weights=pr_area[pairs % n_pr], minlength=n_gt)[1:]
+    return area, inter, area + matched.astype(np.int64) - inter
+
+
+def _to_numpy(x):
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def _safe_div(num, den):
+    return float(num) / float(den) if den > 0 else None
+
+
+def _mean_defined(values):
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None

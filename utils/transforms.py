@@ -1,0 +1,109 @@
+"""Albumentations pipelines for each dataset and split (AFMA spec section 5).
+
+Three geometries, chosen from the dataset class's attributes:
+- pad_size set (CamVid): pad, then random-sized/random crops for training and a centre crop
+  for evaluation, exactly as the reference;
+- resize True (birds, skin lesions, LiTS): resize to the network size;
+- otherwise (Cityscapes): random crops + flips for training, the full frame for evaluation.
+
+`scale` shrinks everything for quick CPU runs: the raw frame is resized by `scale` first,
+then pad sizes are scaled and crop/resize sizes are scaled and rounded to a multiple of 32
+(encoder-decoder networks need inputs divisible by their total stride). Masks are only ever
+resampled with nearest-neighbour interpolation, so no invented class indices appear.
+"""
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+
+# The reference used old albumentations' GaussNoise default, variance 10..50 on 0..255 pixels.
+# Albumentations 2.x takes the standard deviation as a fraction of 255 and defaults to a far
+# stronger 0.2..0.44, so the old range is spelled out here.
+GAUSS_NOISE_STD = (float(np.sqrt(10) / 255), float(np.sqrt(50) / 255))
+NETWORK_STRIDE = 32
+
+
+def network_size(size, scale):
+    """Scale an (h, w) network input size, rounding to the nearest multiple of 32."""
+    return tuple(max(NETWORK_STRIDE, int(v * scale / NETWORK_STRIDE + 0.5) * NETWORK_STRIDE)
+                 for v in size)
+
+
+def pad_target(pad_size, crop_size, scale):
+    """Scale a pad size (not rounded: it matches raw frames) but never below the crop."""
+    return tuple(max(int(round(p * scale)), c) for p, c in zip(pad_size, crop_size))
+
+
+def prescale(scale):
+    """Resize the raw frame by `scale` (area for images, nearest for masks); none at 1."""
+    if scale == 1:
+        return []
+    return [A.RandomScale(scale_limit=(scale - 1, scale - 1), area_for_downscale="image",
+                          mask_interpolation=cv2.INTER_NEAREST, p=1)]
+
+
+def padded_crop_geometry(dataset_cls, split, scale):
+    """CamVid-style: pad to pad_size (image 255, mask 0 as the spec says), then crop."""
+    train_size = network_size(dataset_cls.train_size, scale)
+    eval_size = network_size(dataset_cls.eval_size, scale)
+    largest_crop = tuple(map(max, train_size, eval_size))
+    pad_h, pad_w = pad_target(dataset_cls.pad_size, largest_crop, scale)
+    pad = A.PadIfNeeded(min_height=pad_h, min_width=pad_w, border_mode=cv2.BORDER_CONSTANT,
+                        fill=255, fill_mask=0)
+    if split != "train":
+        return [*prescale(scale), pad, A.CenterCrop(*eval_size)]
+    # Spec: crop heights 240..720 of the 720-high padded frame, at the frame's 4/3 aspect.
+    sized_crop = A.RandomSizedCrop(min_max_height=(pad_h // 3, pad_h), size=train_size,
+                                   w2h_ratio=pad_w / pad_h, mask_interpolation=cv2.INTER_NEAREST)
+    return [*prescale(scale), A.HorizontalFlip(p=0.5), pad,
+            A.OneOf([sized_crop, A.RandomCrop(*train_size)], p=1),
+            A.GaussNoise(std_range=GAUSS_NOISE_STD, p=0.1),
+            A.Perspective(mask_interpolation=cv2.INTER_NEAREST, p=0.1)]
+
+
+def crop_geometry(dataset_cls, split, scale):
+    """Cityscapes-style: random crop + flip to train, the whole (padded) frame to evaluate.
+
+    Padding only triggers on frames smaller than the target; it fills the mask with the void
+    class so padded pixels are never scored as a real class.
+    """
+    size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size,
+                        scale)
+    pad = A.PadIfNeeded(min_height=size[0], min_width=size[1], border_mode=cv2.BORDER_CONSTANT,
+                        fill=0, fill_mask=len(dataset_cls.classes) - 1)
+    if split != "train":
+        return [*prescale(scale), pad, A.CenterCrop(*size)]
+    return [*prescale(scale), pad, A.RandomCrop(*size), A.HorizontalFlip(p=0.5)]
+
+
+def resize_geometry(dataset_cls, split, scale):
+    """Resize straight to the network size (a prescale would only blur twice)."""
+    size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size,
+                        scale)
+    return [A.Resize(*size, area_for_downscale="image", mask_interpolation=cv2.INTER_NEAREST)]
+
+
+def build_transforms(dataset_cls, split, mean, std, scale=1.0):
+    """Return the albumentations pipeline for a dataset class and split.
+
+    mean/std are the encoder's normalisation on a 0..1 pixel scale (as SMP gives them);
+    the pipeline ends with Normalize and ToTensorV2.
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split {split!r} is not valid: use train, val or test")
+    if dataset_cls.resize:
+        geometry = resize_geometry(dataset_cls, split, scale)
+    elif dataset_cls.pad_size is not None:
+        geometry = padded_crop_geometry(dataset_cls, split, scale)
+    else:
+        geometry = crop_geometry(dataset_cls, split, scale)
+    return A.Compose([*geometry, A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
+                      ToTensorV2()])
+
+
+def denormalize(image_tensor, mean, std):
+    """Undo Normalize on a (3, H, W) tensor: uint8 RGB (H, W, 3) for figures."""
+    image = image_tensor.detach().cpu().float().numpy().transpose(1, 2, 0)
+    image = (image * np.asarray(std) + np.asarray(mean)) * 255
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
