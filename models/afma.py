@@ -122,12 +122,21 @@ def patch_attention(img_maps: Tensor, fea_maps: Tensor, transform: nn.Module, pa
 
 
 # ------------------------------------------------------------------------------------ output correction
+def one_hot(labels: Tensor, classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(B, H, W) class indices -> (B, C, H, W) one-hot in `dtype`; indices outside [0, C) give all zeros.
+
+    Scattered straight into channel-first layout: F.one_hot's int64 channel-last result would need a permuted
+    copy and a cast, several times the memory traffic at full resolution.
+    """
+    valid = (labels >= 0) & (labels < classes)
+    out = torch.zeros(labels.shape[0], classes, *labels.shape[1:], dtype=dtype, device=labels.device)
+    return out.scatter_(1, labels.clamp(0, classes - 1).unsqueeze(1), valid.unsqueeze(1).to(dtype))
+
+
 def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> Tensor:
     """patches(avg_pool(one_hot(argmax_c logits), s)): (B, C, Lf, P), no gradient (spec 2.1)."""
     with torch.no_grad():
-        classes = logits.shape[1]
-        one_hot = F.one_hot(logits.argmax(1), classes).permute(0, 3, 1, 2).to(logits.dtype)
-        return patches(F.avg_pool2d(one_hot, stride, stride), patch_size)
+        return patches(F.avg_pool2d(one_hot(logits.argmax(1), logits.shape[1], logits.dtype), stride, stride), patch_size)
 
 
 def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int) -> Tensor:
@@ -191,6 +200,39 @@ def attention_mse(attention: Tensor | FactoredAttention, gold: FactoredGold) -> 
     return squared.clamp_min(0) / (attention.patch_area**2 * attention.shape.numel())
 
 
+# ------------------------------------------------------------------------------------- the image branch
+def linear_conv_pair(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
+    """second(first(x)) for two stride-1, 'same'-padded convolutions with no activation between, as one.
+
+    With nothing between them the pair is a single (k1 + k2 - 1)-wide convolution, here 9x9 from 3 to C
+    channels instead of 7x7 to 64 then 3x3 to C: about a fifth of the work, and no 64-channel map at full
+    resolution kept for backward. Only a border of width p2 differs: the pair zero-pads its intermediate
+    map, while the merged kernel sees that map extended past the border. The extended intermediate is
+    computed on those thin strips alone and its contribution subtracted, so the result equals the pair's
+    at every pixel.
+    """
+    p1, p2 = first.padding[0], second.padding[0]
+    r = p1 + p2
+    # merged[o, i] = sum_m second[o, m] (full convolution) first[m, i]: a cross-correlation with the flip.
+    weight = F.conv2d(first.weight.transpose(0, 1), second.weight.flip(-1, -2), padding=2 * p2).transpose(0, 1)
+    bias = second.bias + second.weight.sum((2, 3)) @ first.bias
+    out = F.conv2d(x, weight, bias, padding=r)
+
+    def beyond(strip, padding):  # the intermediate map on the rows or columns just past one border
+        return F.conv2d(F.pad(strip, padding), first.weight, first.bias)
+
+    def contribution(strip, padding):  # what the second convolution read from that strip
+        return F.conv2d(F.pad(strip, padding), second.weight)
+
+    top, bottom = beyond(x[:, :, :p1], (r, r, r, 0)), beyond(x[:, :, -p1:], (r, r, 0, r))
+    left, right = beyond(x[..., :p1], (r, 0, p1, p1)), beyond(x[..., -p1:], (0, r, p1, p1))
+    out[:, :, :p2] -= contribution(top, (0, 0, 0, 2 * p2))
+    out[:, :, -p2:] -= contribution(bottom, (0, 0, 2 * p2, 0))
+    out[..., :p2] -= contribution(left, (0, 2 * p2, p2, p2))  # corners belong to the top and bottom strips
+    out[..., -p2:] -= contribution(right, (2 * p2, 0, p2, p2))
+    return out
+
+
 # -------------------------------------------------------------------------------------------- the module
 class AFMA(nn.Module):
     """The learnable part: image branch, feature branch and the one shared patch transform T (spec 1).
@@ -217,7 +259,7 @@ class AFMA(nn.Module):
         )
 
     def forward(self, x: Tensor, feature: Tensor) -> FactoredAttention:
-        image_maps = self.image_branch(x)
+        image_maps = linear_conv_pair(x, *self.image_branch)
         feature_maps = self.feature_branch(feature) * self.feature_scale
         return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
 

@@ -11,6 +11,7 @@ from models.afma import (
     factored_gold,
     fold_patches,
     gold_afma,
+    linear_conv_pair,
     modify_output,
     patch_attention,
     patches,
@@ -140,3 +141,20 @@ def test_module_branches_and_shared_transform():
     # The one transform holds the only Linear weights: both branches go through the same parameters.
     assert [type(m) for m in module.transform] == [nn.Linear, nn.Linear, nn.ReLU]
     assert all(m.bias is None for m in module.transform[:2])
+
+
+@pytest.mark.parametrize("size", [(32, 48), (41, 33), (7, 9)])
+def test_merged_image_branch_equals_the_two_convolutions(size):
+    """Values and gradients of the merged 9x9 convolution equal Conv7x7 -> Conv3x3, borders included."""
+    torch.manual_seed(3)
+    pair = nn.Sequential(nn.Conv2d(3, 8, 7, padding=3), nn.Conv2d(8, 4, 3, padding=1)).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    weights = torch.randn(2, 4, *size, dtype=torch.float64)
+    grads = []
+    for merged in (False, True):
+        pair.zero_grad()
+        out = linear_conv_pair(x, *pair) if merged else pair(x)
+        (out * weights).sum().backward()
+        grads.append([p.grad.clone() for p in pair.parameters()] + [out.detach()])
+    for ours, reference in zip(grads[1], grads[0]):
+        assert max_error(ours, reference) < 1e-10

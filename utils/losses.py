@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.afma import FactoredAttention, attention_mse, factored_gold
+from models.afma import FactoredAttention, attention_mse, factored_gold, one_hot
 
 
 class AFMALoss(nn.Module):
@@ -15,7 +15,8 @@ class AFMALoss(nn.Module):
 
     target: (B, H, W) class indices; the one-hot for the gold AFMA is made here, on the target's device.
     With AFMA off (attention None) it is the weighted NLL alone (not scaled by ce_weight), the baseline loss.
-    `ignore_index` pixels count in neither term: they are left out of the NLL and have an all-zero one-hot.
+    Pixels of `ignore_index` count in neither term: they are left out of the
+    NLL and have an all-zero one-hot.
     """
 
     def __init__(
@@ -44,9 +45,5 @@ class AFMALoss(nn.Module):
         )
         if attention is None:
             return nll
-        gold = factored_gold(self._one_hot(target, logits.shape[1]), attention.stride, self.patch_size)
+        gold = factored_gold(one_hot(target, logits.shape[1]), attention.stride, self.patch_size)
         return self.ce_weight * nll + self.mse_weight * attention_mse(attention, gold)
-
-    def _one_hot(self, target: Tensor, classes: int) -> Tensor:
-        valid = target if self.ignore_index is None else target.masked_fill(target == self.ignore_index, classes)
-        return F.one_hot(valid, classes + 1)[..., :classes].permute(0, 3, 1, 2).float()
