@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Row block for the non-zero count: bounds the transient Li x Lf buffer to about 64 MB per (image, class)
-# block at Cityscapes scale, whatever the input size.
+# Row block for the non-zero count: bounds its transient (B, C, rows, Lf) buffer to 2**24 elements (64 MB in
+# float32), whatever the batch, classes and input size.
 _COUNT_BLOCK_ELEMENTS = 1 << 24
 # The spec's additive constant that keeps the row normalisation finite for all-zero rows.
 _COUNT_EPS = 1e-5
@@ -95,7 +95,7 @@ class FactoredAttention:
             image = (self.image > 0).to(dtype)
             feature_t = (self.feature > 0).to(dtype).transpose(-1, -2)
             b, c, li, _ = image.shape
-            block = max(1, _COUNT_BLOCK_ELEMENTS // max(1, feature_t.shape[-1]))
+            block = max(1, _COUNT_BLOCK_ELEMENTS // max(1, b * c * feature_t.shape[-1]))
             counts = torch.cat(
                 [(image[:, :, i : i + block] @ feature_t > 0).sum(-1) for i in range(0, li, block)], dim=2
             ) if li else image.new_zeros(b, c, 0)

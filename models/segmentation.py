@@ -39,10 +39,14 @@ class AFMASegmentationModel(nn.Module):
     def nominal_stride(self, depth: int) -> int:
         return min(2**depth, self.net.encoder.output_stride)
 
+    def valid_size(self, height: int, width: int) -> tuple[int, int]:
+        """The smallest valid input size at least height x width (pad to it, then crop the output back)."""
+        return tuple(max(_round_up(n, self.size_divisor), self.min_size) for n in (height, width))
+
     def check_input_size(self, height: int, width: int) -> None:
         """Raise ValueError naming the size and the nearest valid one, rather than mis-size the output."""
         d = self.size_divisor
-        nearest = tuple(max(_round_up(n, d), self.min_size) for n in (height, width))
+        nearest = self.valid_size(height, width)
         if (height, width) != nearest:
             reason = f"divisible by {d}"
             if self.min_size > d:

@@ -158,3 +158,14 @@ def test_merged_image_branch_equals_the_two_convolutions(size):
         grads.append([p.grad.clone() for p in pair.parameters()] + [out.detach()])
     for ours, reference in zip(grads[1], grads[0]):
         assert max_error(ours, reference) < 1e-10
+
+
+def test_row_nonzeros_in_small_blocks_equals_one_block(monkeypatch):
+    import models.afma as afma
+
+    img, fea = random_branches(2, 3, 40, 60, 2, torch.float64)
+    attention = factored_attention(img, fea, make_transform(10, torch.float64), 10)
+    whole = attention.row_nonzeros()
+    monkeypatch.setattr(afma, "_COUNT_BLOCK_ELEMENTS", 50)  # one row per block
+    assert torch.equal(attention.row_nonzeros(), whole)
+    assert torch.equal(whole, (attention.dense() != 0).sum(-1, keepdim=True).double())

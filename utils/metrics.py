@@ -170,6 +170,21 @@ class SmallObjectMeter:
                 if (t == c).any():
                     self._add_objects(c, *object_overlaps(t == c, p == c))
 
+    def all_reduce(self):
+        """Sum the counters over all processes (each rank scored its own shard of the images)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        state = [self.counts, self.hits, self.small_inter, self.small_union]
+        flat = torch.from_numpy(np.concatenate([a.ravel() for a in state]))
+        if torch.distributed.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+            flat = flat.cuda()
+        torch.distributed.all_reduce(flat)
+        flat = flat.cpu().numpy()
+        offset = 0
+        for array in state:
+            array.ravel()[:] = flat[offset: offset + array.size]
+            offset += array.size
+
     def _add_objects(self, c, area, inter, union):
         bucket = np.digitize(area, [SMALL_AREA, LARGE_AREA])
         detected = 2 * inter >= union  # IoU >= 0.5 in integers, so 0.5 exactly is not lost to rounding

@@ -1,0 +1,127 @@
+"""Bad input: one clear line naming the file or option, exit status 2, and nothing written."""
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import main
+from tests.conftest import FAST
+
+
+def fails(capsys, out, *argv):
+    """Run main.py, assert it failed cleanly without writing `out`, and return its one-line message."""
+    assert main.main([*FAST, "--output-dir", str(out), *map(str, argv)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: ") and "\n" not in message and "Traceback" not in message
+    assert not out.exists(), "a failed run must not write its folder"
+    return message
+
+
+def first(root, folder):
+    return sorted((root / folder).iterdir())[0]
+
+
+def test_missing_data_folder(tmp_path, capsys):
+    assert str(tmp_path / "nowhere") in fails(capsys, tmp_path / "out", "--data-dir", tmp_path / "nowhere")
+
+
+def test_empty_split(tiny_camvid, tmp_path, capsys):
+    for folder in ("train", "trainannot"):
+        shutil.rmtree(tiny_camvid / folder)
+        (tiny_camvid / folder).mkdir()
+    assert "no train images" in fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid)
+
+
+def test_image_without_label_names_both(tiny_camvid, tmp_path, capsys):
+    label = first(tiny_camvid, "trainannot")
+    label.unlink()
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid)
+    assert str(label) in message and str(tiny_camvid / "train" / label.name) in message
+
+
+def test_label_without_image_names_both(tiny_camvid, tmp_path, capsys):
+    image = first(tiny_camvid, "val")
+    image.unlink()
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid)
+    assert str(image) in message and str(tiny_camvid / "valannot" / image.name) in message
+
+
+def test_corrupt_image(tiny_camvid, tmp_path, capsys):
+    image = first(tiny_camvid, "test")
+    image.write_bytes(image.read_bytes()[:2000])  # truncated PNG
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid)
+    assert str(image) in message and "corrupt" in message
+
+
+def test_image_and_label_of_different_sizes(tiny_camvid, tmp_path, capsys):
+    label = first(tiny_camvid, "valannot")
+    cv2.imwrite(str(label), np.zeros((360, 480), np.uint8))
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid)
+    assert str(label) in message and "360" in message and "720" in message
+
+
+def test_label_value_out_of_range(tiny_camvid, tmp_path, capsys):
+    label = first(tiny_camvid, "trainannot")
+    values = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    values[5, 5] = 17
+    cv2.imwrite(str(label), values)
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid)
+    assert str(label) in message and "17" in message
+
+
+def test_size_the_model_cannot_take(tiny_camvid, tmp_path, capsys):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--att-depth", "5")
+    assert "--scale 0.125" in message and "64x96" in message and "nearest valid size is 128x128" in message
+
+
+@pytest.mark.parametrize("option,value,words", [
+    ("--arch", "unet3", ["arch='unet3'", "deeplabv3"]),
+    ("--encoder", "resnet19", ["encoder_name='resnet19'"]),
+    ("--dataset", "kitti", ["--dataset 'kitti'", "cityscapes"]),
+    ("--att-depth", "7", ["--att-depth '7'", "off"]),
+    ("--epochs", "0", ["--epochs 0"]),
+    ("--device", "cuda:0" if not torch.cuda.is_available() else "tpu", ["--device"]),
+])
+def test_unknown_settings(tiny_camvid, tmp_path, capsys, option, value, words):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, option, value)
+    assert all(word in message for word in words), message
+
+
+@pytest.fixture
+def trained(tiny_camvid, tmp_path):
+    run = tmp_path / "run"
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 0
+    return run
+
+
+def test_checkpoint_of_another_model(trained, tiny_camvid, tmp_path, capsys):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "best.pt", "--arch", "fpn")
+    assert str(trained / "best.pt") in message and "arch='unet'" in message and "arch='fpn'" in message
+    state = torch.load(trained / "best.pt", weights_only=True)
+    state["config"]["classes"] = state["config"]["classes"][:5]
+    torch.save(state, trained / "five.pt")
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "five.pt")
+    assert "five.pt" in message and "classes" in message
+
+
+@pytest.mark.parametrize("mode", ["evaluate", "predict", "resume"])
+def test_truncated_checkpoint(trained, tiny_camvid, tmp_path, capsys, mode):
+    name = "last.pt" if mode == "resume" else "best.pt"
+    checkpoint = trained / name
+    checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+    before = sorted(p.name for p in trained.iterdir())
+    argv = {"evaluate": ["--data-dir", tiny_camvid, "--checkpoint", checkpoint],
+            "predict": ["--predict", first(tiny_camvid, "test"), "--checkpoint", checkpoint],
+            "resume": ["--resume", trained]}[mode]
+    message = fails(capsys, tmp_path / "out", *argv)
+    assert str(checkpoint) in message and "corrupt" in message
+    assert sorted(p.name for p in trained.iterdir()) == before
+
+
+def test_existing_run_folder_is_not_overwritten(trained, tiny_camvid, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in trained.iterdir()}
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--output-dir", str(trained)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before

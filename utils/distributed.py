@@ -1,0 +1,77 @@
+"""torchrun / DistributedDataParallel helpers: one process per device, rank 0 speaks and writes."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); a no-op otherwise.
+
+    NCCL on CUDA, gloo on CPU. Returns the device this rank should use (cuda:LOCAL_RANK on GPUs).
+    """
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2 or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if is_distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def broadcast_object(value):
+    """Rank 0's value on every rank (e.g. the run folder, or an error message)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every rank takes indices rank, rank + world, ...: no padding and no duplicates, so the sum of the
+    ranks' confusion matrices is exactly that of one process over the whole split (DistributedSampler
+    pads with repeated samples, which would count some images twice)."""
+
+    def __init__(self, length: int):
+        self.indices = list(range(rank(), length, world_size()))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
