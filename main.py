@@ -364,11 +364,15 @@ def prepare_run_dir(config: dict) -> Path:
         "baseline" if config["att_depth"] is None else f"afma{config['att_depth']}",
         datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     run_dir = Path(distributed.broadcast_object(name))
+    problem = None
     if distributed.is_main():
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise UsageError(f"--output-dir {run_dir} is not empty: choose a new folder, or --resume {run_dir}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    distributed.barrier()
+            problem = f"--output-dir {run_dir} is not empty: choose a new folder, or --resume {run_dir}"
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    problem = distributed.broadcast_object(problem)  # every rank stops, none waits for the others
+    if problem:
+        raise UsageError(problem)
     config["output_dir"] = str(run_dir)
     return run_dir
 

@@ -7,7 +7,8 @@ For each attention depth, side by side in one run: a full training step (forward
 UNet-ResNet34 with AFMA and the AFMA loss; the same step of the plain SMP UNet-ResNet34 with its NLL loss;
 and the AFMA step computed by the literal per-class transcription of the spec (tests/literal_afma.py).
 Columns: (a) AFMA step / baseline step; (b) the literal implementation's extra time over the baseline
-divided by the project's; (c) peak memory of the AFMA step / the baseline step's. Times are medians.
+divided by the project's; (c) peak memory of the AFMA step / the baseline step's. Times are medians of
+steps taken in turns.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--patch-size", type=int, default=10)
     parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per variant (after one warm-up)")
     parser.add_argument("--no-literal", action="store_true", help="skip the slow literal implementation")
     return parser.parse_args(argv)
 
@@ -47,16 +48,20 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def median_time(step, device, repeats):
-    step()  # warm-up: allocator, cuDNN autotuning, lazy initialisation
-    times = []
+def median_times(steps, device, repeats):
+    """Median seconds of each step, measured in turns (A, B, C, A, B, C, ...) so that drift in the machine's
+    speed (other load, frequency scaling, allocator warm-up) falls on every variant alike."""
+    for step in steps:
+        step()  # warm-up: allocator, cuDNN autotuning, lazy initialisation
+    times = [[] for _ in steps]
     for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for step, record in zip(steps, times):
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            record.append(time.perf_counter() - start)
+    return [statistics.median(record) for record in times]
 
 
 def peak_memory(step, device):
@@ -129,9 +134,9 @@ def main(argv=None):
     print("|" + "---|" * (header.count("|") - 1))
     for depth in args.depths:
         baseline_step, afma_step, literal_step = make_steps(args, depth, device)
-        t_base = median_time(baseline_step, device, args.repeats)
-        t_afma = median_time(afma_step, device, args.repeats)
-        t_literal = float("nan") if args.no_literal else median_time(literal_step, device, args.repeats)
+        steps = [baseline_step, afma_step] + ([] if args.no_literal else [literal_step])
+        t_base, t_afma, *rest = median_times(steps, device, args.repeats)
+        t_literal = rest[0] if rest else float("nan")
         memory = peak_memory(afma_step, device) / peak_memory(baseline_step, device)
         literal_gain = (t_literal - t_base) / max(t_afma - t_base, 1e-9)
         print(f"| {depth} | {t_base:.3f} | {t_afma:.3f} | {t_literal:.3f} | {t_afma / t_base:.2f}x | "

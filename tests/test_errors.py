@@ -1,4 +1,5 @@
 """Bad input: one clear line naming the file or option, exit status 2, and nothing written."""
+import json
 import shutil
 
 import cv2
@@ -125,3 +126,27 @@ def test_existing_run_folder_is_not_overwritten(trained, tiny_camvid, capsys):
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--output-dir", str(trained)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """The Hugging Face hub out of reach, at once (the real client retries for most of a minute)."""
+    import segmentation_models_pytorch.encoders as encoders
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(encoders, "hf_hub_download", unreachable)
+
+
+def test_unreachable_weights_stop_the_run_in_one_line(offline, tiny_camvid, tmp_path, capsys):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--encoder-weights", "imagenet")
+    assert "'imagenet' weights for encoder resnet18" in message and "--allow-random-init" in message
+
+
+def test_unreachable_weights_fall_back_to_random_init_when_allowed(offline, tiny_camvid, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--encoder-weights", "imagenet",
+                      "--allow-random-init", "--output-dir", str(out)]) == 0
+    assert "training from random initialisation instead" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["encoder_weights"] is None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from models import ARCHITECTURES
 
-from . import plots
+from . import distributed, plots
 from .datasets import DATASETS
 
 
@@ -27,11 +27,13 @@ def compare(args, make_config, train) -> Path:
             run_args.arch, run_args.att_depth, run_args.output_dir = arch, depth, str(out_dir / f"{arch}-{variant}")
             configs[arch, variant] = make_config(run_args)
     results = {key: train(config) for key, config in configs.items()}
+    report = out_dir / "comparison.md"
+    if not distributed.is_main():
+        return report
     dataset = DATASETS[args.dataset]
     for arch in archs:
         plots.plot_comparison(results[arch, "baseline"]["test"], results[arch, "afma"]["test"], list(dataset.classes),
                               out_dir / f"comparison_{arch}.png", small_classes=dataset.small_classes)
-    report = out_dir / "comparison.md"
     report.write_text(comparison_markdown(results, archs, dataset, args))
     print(f"\nwrote {report}")
     return report

@@ -1,0 +1,74 @@
+"""What a researcher looks at: the run's figures, --predict on an odd-sized image, the --compare report."""
+import cv2
+import numpy as np
+import pytest
+
+import main
+from tests.conftest import FAST
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_picture(path, min_side=200):
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    image = cv2.imread(str(path))
+    assert image is not None and min(image.shape[:2]) >= min_side, path
+    assert image.std() > 5, f"{path} is a flat picture"
+
+
+@pytest.fixture
+def trained(tiny_camvid, tmp_path):
+    run = tmp_path / "run"
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 0
+    return run
+
+
+def test_run_draws_its_figures(trained):
+    for name in ("curves.png", "per_class_iou.png", "predictions.png"):
+        assert_picture(trained / name)
+    heat_maps = list(trained.glob("afma_*.png"))
+    assert len(heat_maps) == 1
+    assert_picture(heat_maps[0])
+
+
+def test_predict_an_odd_sized_image_at_its_own_size(trained, tiny_camvid, tmp_path, capsys):
+    source = cv2.imread(str(sorted((tiny_camvid / "test").iterdir())[0]))
+    odd = tmp_path / "odd.jpg"
+    cv2.imwrite(str(odd), source[:333, :517])
+    out = tmp_path / "predicted"
+    assert main.main(["--predict", str(odd), "--checkpoint", str(trained / "best.pt"), "--output-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["odd_labels.png", "odd_mask.png", "odd_overlay.png"]
+    labels = cv2.imread(str(out / "odd_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (333, 517) and labels.max() < 12
+    for name in ("odd_mask.png", "odd_overlay.png"):
+        assert cv2.imread(str(out / name)).shape == (333, 517, 3)
+    # The mask's colours are the palette colours of the predicted labels.
+    from utils.datasets import CamVid
+
+    mask = cv2.cvtColor(cv2.imread(str(out / "odd_mask.png")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(mask, np.asarray(CamVid.palette, dtype=np.uint8)[labels])
+
+
+def test_predict_a_folder(trained, tiny_camvid, tmp_path):
+    out = tmp_path / "folder"
+    assert main.main(["--predict", str(tiny_camvid / "val"), "--checkpoint", str(trained / "best.pt"),
+                      "--output-dir", str(out)]) == 0
+    assert len(list(out.glob("*_overlay.png"))) == len(list((tiny_camvid / "val").iterdir()))
+
+
+def test_compare_writes_the_paired_report(tiny_camvid, tmp_path):
+    out = tmp_path / "compare"
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--compare", "linknet",
+                      "--output-dir", str(out)]) == 0
+    assert {"linknet-baseline", "linknet-afma", "comparison.md", "comparison_linknet.png"} <= {p.name for p in out.iterdir()}
+    assert_picture(out / "comparison_linknet.png")
+    report = (out / "comparison.md").read_text()
+    assert "## linknet" in report and "| | baseline | AFMA | difference |" in report
+    for row in ("| pole |", "| bicyclist |", "| **mIoU** |", "objects found (IoU >= 0.5), small", "small objects' pixels"):
+        assert row in report, row
+    assert "| unlabelled |" not in report
+    import json
+
+    base = json.loads((out / "linknet-baseline" / "metrics.json").read_text())["test"]["miou"]
+    afma = json.loads((out / "linknet-afma" / "metrics.json").read_text())["test"]["miou"]
+    assert f"| **mIoU** | {base:.4f} | {afma:.4f} | {afma - base:+.4f} |" in report
