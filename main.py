@@ -322,7 +322,8 @@ def evaluate_checkpoint(config: dict, path: Path) -> dict:
     check_compatible(state, config, path)
     device = setup_device(config)
     config["normalisation"] = state["config"]["normalisation"]
-    model, _, _ = build_network({**config, "encoder_weights": None})
+    model = build_model(config["arch"], config["encoder"], None, len(config["classes"]), config["att_depth"],
+                        config["patch_size"])
     load_model_state(model, state, path)
     splits = load_splits(config, config["normalisation"]["mean"], config["normalisation"]["std"], ("val", "test"))
     check_sizes(model, splits, config["scale"])

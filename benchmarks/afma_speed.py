@@ -3,9 +3,10 @@
     python benchmarks/afma_speed.py                 # CPU, CamVid-sized work (batch 2, 12 classes, 480x640)
     python benchmarks/afma_speed.py --device cuda
 
-For each attention depth, side by side in one run: a full training step (forward, loss, backward) of
-UNet-ResNet34 with AFMA and the AFMA loss; the same step of the plain SMP UNet-ResNet34 with its NLL loss;
-and the AFMA step computed by the literal per-class transcription of the spec (tests/literal_afma.py).
+Side by side in one run: a full training step (forward, loss, backward) of the plain SMP UNet-ResNet34 with
+its NLL loss, and for each attention depth the same step of UNet-ResNet34 with AFMA and the AFMA loss, and
+that step computed by the literal per-class transcription of the spec (tests/literal_afma.py). All steps are
+timed in turns, round after round, so that drift in the machine's speed falls on every variant alike.
 Columns: (a) AFMA step / baseline step; (b) the literal implementation's extra time over the baseline
 divided by the project's; (c) peak memory of the AFMA step / the baseline step's. Times are medians of
 steps taken in turns.
@@ -13,6 +14,7 @@ steps taken in turns.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -86,37 +88,48 @@ def peak_memory(step, device):
     return peak
 
 
-def make_steps(args, depth, device):
-    """The three training steps for one depth, each a closure over its own model (same initial weights)."""
+def make_steps(args, device):
+    """The training steps to compare, as closures: the baseline once, then AFMA and literal AFMA per depth.
+
+    Every model starts from the same seed; the inputs are shared.
+    """
     torch.manual_seed(0)
     h, w = args.size
     x = torch.randn(args.batch_size, 3, h, w, device=device)
     target = torch.randint(0, args.classes, (args.batch_size, h, w), device=device)
-    baseline = build_model("unet", args.encoder, None, args.classes, None).to(device)
-    afma = build_model("unet", args.encoder, None, args.classes, depth, args.patch_size).to(device)
     criterion = AFMALoss(patch_size=args.patch_size).to(device)
 
     def zero(model):
         for p in model.parameters():
             p.grad = None
 
-    def baseline_step():
-        zero(baseline)
-        logits, _ = baseline(x)
+    def baseline_step(model):
+        zero(model)
+        logits, _ = model(x)
         F.nll_loss(F.log_softmax(logits, 1), target).backward()
 
-    def afma_step():
-        zero(afma)
-        criterion(afma(x), target).backward()
+    def afma_step(model):
+        zero(model)
+        criterion(model(x), target).backward()
 
-    def literal_step():
-        zero(afma)
-        features = afma.net.encoder(x)
-        z = afma.net.segmentation_head(afma.net.decoder(features))
-        corrected, dense, stride = literal_afma_forward(afma.afma, x, features[depth], z, args.patch_size)
+    def literal_step(model):
+        zero(model)
+        features = model.net.encoder(x)
+        z = model.net.segmentation_head(model.net.decoder(features))
+        corrected, dense, stride = literal_afma_forward(model.afma, x, features[model.att_depth], z, args.patch_size)
         literal_loss(corrected, dense, target, stride, args.patch_size).backward()
 
-    return baseline_step, afma_step, literal_step
+    def build(depth):
+        torch.manual_seed(0)
+        return build_model("unet", args.encoder, None, args.classes, depth, args.patch_size).to(device)
+
+    steps = {"baseline": functools.partial(baseline_step, build(None))}
+    for depth in args.depths:
+        model = build(depth)
+        steps[f"afma {depth}"] = functools.partial(afma_step, model)
+        if not args.no_literal:
+            steps[f"literal {depth}"] = functools.partial(literal_step, model)
+    return steps
 
 
 def main(argv=None):
@@ -132,12 +145,13 @@ def main(argv=None):
               "target | (c) peak mem AFMA / baseline | target |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
+    steps = make_steps(args, device)
+    times = dict(zip(steps, median_times(list(steps.values()), device, args.repeats)))
+    base_memory = peak_memory(steps["baseline"], device)
     for depth in args.depths:
-        baseline_step, afma_step, literal_step = make_steps(args, depth, device)
-        steps = [baseline_step, afma_step] + ([] if args.no_literal else [literal_step])
-        t_base, t_afma, *rest = median_times(steps, device, args.repeats)
-        t_literal = rest[0] if rest else float("nan")
-        memory = peak_memory(afma_step, device) / peak_memory(baseline_step, device)
+        t_base, t_afma = times["baseline"], times[f"afma {depth}"]
+        t_literal = times.get(f"literal {depth}", float("nan"))
+        memory = peak_memory(steps[f"afma {depth}"], device) / base_memory
         literal_gain = (t_literal - t_base) / max(t_afma - t_base, 1e-9)
         print(f"| {depth} | {t_base:.3f} | {t_afma:.3f} | {t_literal:.3f} | {t_afma / t_base:.2f}x | "
               f"<= {TARGETS['ratio'].get(depth, 1.2)}x | {literal_gain:.1f}x | "
