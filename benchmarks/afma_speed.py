@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_peak_memory, synchronize  # noqa: E402
 from models import build_model  # noqa: E402
 from tests.literal_afma import literal_afma_forward, literal_loss  # noqa: E402
 from utils.losses import AFMALoss  # noqa: E402
@@ -43,11 +44,6 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per variant (after one warm-up)")
     parser.add_argument("--no-literal", action="store_true", help="skip the slow literal implementation")
     return parser.parse_args(argv)
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def median_times(steps, device, repeats):
@@ -76,16 +72,7 @@ def peak_memory(step, device):
         step()
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import Action
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        step()
-    live = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        live += size if action == Action.CREATE else -size if action == Action.DESTROY else 0
-        peak = max(peak, live)
-    return peak
+    return cpu_peak_memory(step)
 
 
 def make_steps(args, device):

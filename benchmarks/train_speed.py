@@ -28,6 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from models import ARCHITECTURES, build_model  # noqa: E402
+from benchmarks.common import cpu_peak_memory, synchronize  # noqa: E402
+from utils.engine import autocast_dtype  # noqa: E402
 from utils.losses import AFMALoss  # noqa: E402
 
 TARGETS = {"amp_speedup": 1.8, "afma_ratio": 1.2, "depth": 3}
@@ -67,31 +69,6 @@ def parse_args(argv=None):
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / f"train_speed_{torch.device(args.device).type}.md"
     return args
-
-
-def amp_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def cpu_peak_memory(step) -> int:
-    """Bytes live at the peak of one step, counting what the step allocates (the CPU profiler's timeline)."""
-    from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import Action
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        step()
-    live = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        live += size if action == Action.CREATE else -size if action == Action.DESTROY else 0
-        peak = max(peak, live)
-    return peak
 
 
 def measure(args, arch, depth, init, x, target, dtype, cpu_memory=True) -> Result:
@@ -151,7 +128,7 @@ def check_sizes(args) -> None:
 def report(args, device, rows) -> str:
     h, w = args.size
     compare = args.compare_amp
-    amp = str(amp_dtype(device)).removeprefix("torch.")
+    amp = str(autocast_dtype(device, True)).removeprefix("torch.")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     dtype = ("float32; AMP column: " if compare else "") + (f"{amp} autocast" if compare or args.amp else "float32")
     lines = [
@@ -204,7 +181,7 @@ def main(argv=None) -> str:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available here; run on a GPU machine or use --device cpu")
     check_sizes(args)
-    main_dtype = amp_dtype(device) if args.amp and not args.compare_amp else None
+    main_dtype = autocast_dtype(device, True) if args.amp and not args.compare_amp else None
     torch.manual_seed(0)
     h, w = args.size
     x = torch.randn(args.batch_size, 3, h, w, device=device)
@@ -221,7 +198,7 @@ def main(argv=None) -> str:
         free_memory(device)
         afma_amp = None
         if args.compare_amp:
-            afma_amp = measure(args, arch, args.depth, init, x, target, amp_dtype(device), cpu_memory=False)
+            afma_amp = measure(args, arch, args.depth, init, x, target, autocast_dtype(device, True), cpu_memory=False)
             free_memory(device)
         rows[arch] = (base, afma, afma_amp)
         print(f"{arch}: baseline {base.images_per_s:.2f} img/s, AFMA {afma.images_per_s:.2f} img/s",
