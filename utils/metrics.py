@@ -33,13 +33,16 @@ class ConfusionMatrix:
         counted in another class's bin.
 
         Ignored pixels are sent to one extra bin (instead of boolean indexing, whose data-dependent
-        output size would force a device-to-host sync) and that bin is dropped.
+        output size would force a device-to-host sync) and that bin is dropped. The bins are a
+        bincount into a fixed-size tensor: torch.bincount itself reads the largest index back to the
+        host on CUDA to size its output.
         """
         c = self.num_classes
         target, pred = target.long(), pred.long()
         valid = (target >= 0) & (target < c) & (pred >= 0) & (pred < c)
-        index = torch.where(valid, target * c + pred, c * c)
-        counts = torch.bincount(index.flatten(), minlength=c * c + 1)
+        index = torch.where(valid, target * c + pred, c * c).flatten()
+        counts = torch.zeros(c * c + 1, dtype=torch.int64, device=index.device)
+        counts.index_add_(0, index, torch.ones((), dtype=torch.int64, device=index.device).expand_as(index))
         self.mat += counts[: c * c].view(c, c)
 
     def reset(self):
