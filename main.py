@@ -29,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from models import WeightsUnavailable, build_model
-from utils import distributed, plots
+from utils import distributed
 from utils.datasets import DATASETS, DataError, build_dataset
 from utils.engine import (
     CheckpointError,
