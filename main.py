@@ -10,7 +10,7 @@
     python main.py --checkpoint runs/RUN/best.pt     # evaluate a saved model on val and test
     python main.py --compare unet                    # baseline vs AFMA, same seed and data ("all": 8 archs)
 
-Edit the settings below, or override any of them with its flag (python main.py --help lists them all).
+Edit the settings at the top of main.py, or override any of them with its flag.
 """
 from __future__ import annotations
 
@@ -77,27 +77,30 @@ FIGURE_IMAGES = 3  # test images shown in predictions.png
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default=DATASET)
-    p.add_argument("--data-dir", default=DATA_DIR)
-    p.add_argument("--arch", default=ARCH)
-    p.add_argument("--encoder", default=ENCODER)
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
+    p.add_argument("--dataset", default=DATASET, help="camvid, cityscapes, birds, skinlesion, lits")
+    p.add_argument("--data-dir", default=DATA_DIR, help="the data set's root folder")
+    p.add_argument("--arch", default=ARCH, help="unet, unet++, fpn, linknet, manet, pan, pspnet, deeplabv3")
+    p.add_argument("--encoder", default=ENCODER, help="an SMP encoder name")
     p.add_argument("--encoder-weights", default=ENCODER_WEIGHTS, help='"imagenet", another SMP tag, or "none"')
     p.add_argument("--allow-random-init", action=argparse.BooleanOptionalAction, default=ALLOW_RANDOM_INIT,
                    help="fall back to random initialisation when the weights cannot be fetched")
     p.add_argument("--att-depth", default=ATT_DEPTH, help='1..5, or "off" for the plain SMP baseline')
-    p.add_argument("--patch-size", type=int, default=PATCH_SIZE)
-    p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    p.add_argument("--lr", type=float, default=LR)
+    p.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="AFMA patch size p")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step (per process)")
+    p.add_argument("--lr", type=float, default=LR, help="Adam learning rate")
     p.add_argument("--milestones", default=MILESTONES, help="comma-separated epochs at which the LR halves")
     p.add_argument("--scale", type=float, default=SCALE, help="image scale (1.0 = the paper's resolution)")
-    p.add_argument("--device", default=DEVICE)
+    p.add_argument("--device", default=DEVICE, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=AMP, help="mixed precision")
-    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--seed", type=int, default=SEED, help="seeds Python, NumPy, torch, workers, augmentations")
     p.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic algorithms (CUDA)")
-    p.add_argument("--output-dir", default=OUTPUT_DIR)
-    p.add_argument("--workers", type=int, default=WORKERS)
+    p.add_argument("--output-dir", default=OUTPUT_DIR, help="the run folder (empty: a new one under runs/)")
+    p.add_argument("--workers", type=int, default=WORKERS, help="data-loader processes")
     p.add_argument("--preset", choices=sorted(PRESETS), help="reference settings (overrides the flags it sets)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--predict", metavar="PATH", help="segment an image or a folder of images (needs --checkpoint)")
