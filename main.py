@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import io
 import json
 import platform
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from models import WeightsUnavailable, build_model
 from utils import distributed
@@ -41,12 +43,17 @@ from utils.engine import (
     load_model_state,
     rng_state,
     save_checkpoint,
+    seed_augmentations,
     seed_everything,
+    seed_worker,
     set_rng_state,
     train_one_epoch,
 )
+from utils.figures import draw_run_figures
 from utils.losses import AFMALoss
 from utils.metrics import format_table
+from utils.predict import predict
+from utils.report import compare
 from utils.transforms import build_transforms
 
 # --------------------------------------------------------------------------- settings: edit, or pass flags
@@ -216,10 +223,6 @@ def check_sizes(model, splits: dict, scale: float) -> None:
 
 
 def make_loader(data, config: dict, train: bool, device: torch.device):
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    from utils.engine import seed_worker
-
     if distributed.is_distributed():
         sampler = DistributedSampler(data, shuffle=True, seed=config["seed"]) if train else distributed.ShardSampler(len(data))
     else:
@@ -234,8 +237,6 @@ def make_loader(data, config: dict, train: bool, device: torch.device):
 def seed_epoch(loader, seed: int, epoch: int) -> None:
     """Every epoch's shuffling and augmentation follow from (seed, epoch, rank) alone: runs repeat, and a
     resumed run draws what the uninterrupted one would have."""
-    from utils.engine import seed_augmentations
-
     epoch_seed = (seed * 1_000_003 + epoch * 7919 + distributed.rank()) % 2**63
     loader.generator.manual_seed(epoch_seed)
     if hasattr(loader.sampler, "set_epoch"):
@@ -315,7 +316,7 @@ def train(config: dict, resume_dir: Path | None = None) -> dict:
     if distributed.is_main():
         write_json(run_dir / "metrics.json", results)
         log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config["classes"]))
-        draw_figures(run_dir, model, splits["test"], history, results, config, device)
+        draw_run_figures(run_dir, model, splits["test"], history, results, config, device, FIGURE_IMAGES)
     return results
 
 
@@ -412,8 +413,6 @@ def write_json(path: Path, data) -> None:
 
 
 def write_history(history: list, path: Path) -> None:
-    import io
-
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(history[0]))
     writer.writeheader()
@@ -432,20 +431,11 @@ def log(message: str) -> None:
         print(message, flush=True)
 
 
-# ------------------------------------------------------------------------------------------- figures
-def draw_figures(run_dir: Path, model, test_data, history, results, config, device) -> None:
-    from utils.figures import draw_run_figures
-
-    draw_run_figures(run_dir, model, test_data, history, results, config, device, FIGURE_IMAGES)
-
-
 # ------------------------------------------------------------------------------------------- entry point
 def run(args: argparse.Namespace) -> int:
     if args.predict:
         if not args.checkpoint:
             raise UsageError("--predict PATH needs --checkpoint RUN_DIR/best.pt")
-        from utils.predict import predict
-
         written = predict(Path(args.predict), Path(args.checkpoint), args.output_dir or None, resolve_device(args.device))
         print(f"wrote {len(written)} files to {written[0].parent}" if written else "nothing to write")
         return 0
@@ -453,8 +443,6 @@ def run(args: argparse.Namespace) -> int:
         evaluate_checkpoint(make_config(args), Path(args.checkpoint))
         return 0
     if args.compare:
-        from utils.report import compare
-
         compare(args, make_config, train)
         return 0
     if args.resume:
