@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import cpu_peak_memory, synchronize  # noqa: E402
 from models import build_model  # noqa: E402
-from tests.literal_afma import literal_afma_forward, literal_loss  # noqa: E402
+from models.reference import literal_afma_forward, literal_loss  # noqa: E402
 from utils.losses import AFMALoss  # noqa: E402
 
 TARGETS = {"ratio": {1: 1.5, 2: 1.3, 3: 1.2, 4: 1.2}, "literal_over_ours": {1: 3.0, 2: 3.0}, "memory": 1.3}
@@ -84,7 +84,7 @@ def make_steps(args, device):
     h, w = args.size
     x = torch.randn(args.batch_size, 3, h, w, device=device)
     target = torch.randint(0, args.classes, (args.batch_size, h, w), device=device)
-    criterion = AFMALoss(patch_size=args.patch_size).to(device)
+    criterion = AFMALoss().to(device)
 
     def zero(model):
         for p in model.parameters():

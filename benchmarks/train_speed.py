@@ -78,7 +78,7 @@ def measure(args, arch, depth, init, x, target, dtype, cpu_memory=True) -> Resul
     model = build_model(arch, args.encoder, None, args.classes, depth, args.patch_size)
     model.net.load_state_dict(init)
     model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format).train()
-    criterion = AFMALoss(patch_size=args.patch_size).to(device)
+    criterion = AFMALoss().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 

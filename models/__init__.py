@@ -1,56 +1,95 @@
-"""AFMA segmentation models: `build_model(arch, encoder_name, encoder_weights, classes, att_depth, patch_size)`."""
+"""AFMA segmentation models.
+
+    model = build_model("unet", "resnet34", "imagenet", classes=12, att_depth=2)
+    model = build_model(**model.spec.to_dict())        # the same model again, from what a checkpoint holds
+"""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
 
 from .afma import AFMA, FactoredAttention, gold_afma, modify_output, patch_attention
-from .architectures import ARCHITECTURES, create_smp_model
+from .architectures import ARCHITECTURES, create_smp_model, feature_stride
 from .segmentation import AFMASegmentationModel
+from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError
 
 __all__ = [
-    "AFMA", "ARCHITECTURES", "AFMASegmentationModel", "FactoredAttention", "WeightsUnavailable",
-    "build_model", "gold_afma", "modify_output", "patch_attention",
+    "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "AFMASegmentationModel", "FactoredAttention", "ModelSpec",
+    "SettingError", "WeightsUnavailable", "build_model", "gold_afma", "modify_output", "normalisation",
+    "patch_attention",
 ]
 
 ATTENTION_DEPTHS = (1, 2, 3, 4, 5)
 
 
 class WeightsUnavailable(RuntimeError):
-    """Pretrained encoder weights were asked for but could not be fetched (offline, unknown tag...)."""
+    """Pretrained encoder weights were asked for but could not be fetched (offline, proxy, missing file)."""
 
 
 def build_model(
     arch: str,
     encoder_name: str = "resnet34",
     encoder_weights: str | None = None,
-    classes: int = 12,
+    classes: int | Sequence[str] = 12,
     att_depth: int | None = 2,
     patch_size: int = 10,
+    **inputs,
 ) -> AFMASegmentationModel:
     """An AFMA model (or, with att_depth None, the plain SMP baseline) for one of the eight architectures.
 
-    Impossible settings raise ValueError naming the option and the allowed values.
+    `classes` is a count or the class names (the last is unlabelled / background). `inputs` are the other
+    fields of `ModelSpec` (dataset, scale, train_size, eval_size, mean, std): kept in `model.spec`, so that a
+    checkpoint can rebuild the model and prepare its inputs; with train/eval sizes given, a patch that cannot
+    fit them is refused here, before any memory is allocated for it.
+    Impossible settings raise `SettingError` (a ValueError) naming the option and the allowed values.
     """
-    _check_choice("arch", arch, ARCHITECTURES)
-    _check_encoder(encoder_name)
-    if att_depth is not None and att_depth not in ATTENTION_DEPTHS:
-        raise ValueError(f"att_depth={att_depth!r} is not valid: choose one of {ATTENTION_DEPTHS} or None (AFMA off)")
-    if not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"patch_size={patch_size!r} is not valid: it must be a positive integer (the paper uses 10)")
-    if not isinstance(classes, int) or classes < 2:
-        raise ValueError(f"classes={classes!r} is not valid: at least 2 (the last one is unlabelled/background)")
-    net = _create(arch, encoder_name, encoder_weights, classes)
+    names = tuple(f"class{i}" for i in range(classes)) if isinstance(classes, int) else tuple(classes)
+    spec = ModelSpec(arch, encoder_name, names, att_depth, patch_size, **inputs)
+    check_spec(spec)
+    net = _create(arch, encoder_name, encoder_weights, len(names))
     if att_depth is not None:
         channels = net.encoder.out_channels
         usable = [d for d in ATTENTION_DEPTHS if d < len(channels) and channels[d] > 0]
         if att_depth not in usable:
-            raise ValueError(
-                f"att_depth={att_depth} is not valid for {arch} with encoder {encoder_name}: its features at that "
-                f"depth are {'empty' if att_depth < len(channels) else 'absent'}; choose one of {tuple(usable)}"
-            )
-    return AFMASegmentationModel(net, classes, att_depth, patch_size, ARCHITECTURES[arch].min_size)
+            raise SettingError("att_depth", att_depth, f"{arch} with encoder {encoder_name} has "
+                               f"{'empty' if att_depth < len(channels) else 'no'} features at that depth; "
+                               f"choose one of {tuple(usable)}")
+    return AFMASegmentationModel(net, spec, ARCHITECTURES[arch].min_size)
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Everything about a spec that can be checked without building the network."""
+    _check_choice("arch", spec.arch, ARCHITECTURES)
+    _check_encoder(spec.encoder_name)
+    if spec.att_depth is not None and spec.att_depth not in ATTENTION_DEPTHS:
+        raise SettingError("att_depth", spec.att_depth, f"choose one of {ATTENTION_DEPTHS} or None (AFMA off)")
+    if not isinstance(spec.patch_size, int) or spec.patch_size < 1:
+        raise SettingError("patch_size", spec.patch_size, "it must be a positive integer (the paper uses 10)")
+    if len(spec.classes) < 2:
+        raise SettingError("classes", len(spec.classes), "at least 2 (the last one is unlabelled/background)")
+    sizes = [size for size in (spec.train_size, spec.eval_size) if size]
+    if spec.att_depth is not None and sizes:
+        stride = feature_stride(spec.arch, spec.att_depth)
+        smallest = min(min(size) for size in sizes)
+        if spec.patch_size * stride > smallest:
+            raise SettingError("patch_size", spec.patch_size, f"at attention depth {spec.att_depth} the feature map "
+                               f"has stride {stride}, so a {spec.patch_size}x{spec.patch_size} patch needs inputs of at "
+                               f"least {spec.patch_size * stride} pixels, and the smallest input here is {smallest}; "
+                               f"use a patch of at most {max(1, smallest // stride)}")
+
+
+def normalisation(encoder_name: str, encoder_weights: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input mean and std (0..1 pixel scale) the encoder's weights expect; ImageNet's for random init."""
+    if encoder_weights is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    try:
+        params = smp.encoders.get_preprocessing_params(encoder_name, pretrained=encoder_weights)
+    except (KeyError, ValueError) as error:
+        raise SettingError("encoder_weights", encoder_weights, f"encoder {encoder_name} has no such weights "
+                           f"({error.args[0] if error.args else error})") from None
+    return tuple(params["mean"]), tuple(params["std"])
 
 
 def _create(arch: str, encoder_name: str, encoder_weights: str | None, classes: int):
@@ -58,22 +97,23 @@ def _create(arch: str, encoder_name: str, encoder_weights: str | None, classes: 
         return create_smp_model(arch, encoder_name, encoder_weights, classes)
     except (KeyError, ValueError) as error:  # SMP's word for an unknown weights tag or a bad combination
         message = error.args[0] if error.args else str(error)
-        raise ValueError(f"{arch} with encoder {encoder_name} (weights {encoder_weights!r}): {message}") from None
-    except Exception as error:  # the hub download: offline, proxy, missing file
+        option, value = ("encoder_weights", encoder_weights) if encoder_weights else ("encoder_name", encoder_name)
+        raise SettingError(option, value, f"{arch} with encoder {encoder_name}: {message}") from None
+    except OSError as error:  # the download: offline, proxy, HTTP error, a missing file in the hub's cache
         if encoder_weights is None:
             raise
         raise WeightsUnavailable(
             f"could not fetch {encoder_weights!r} weights for encoder {encoder_name} "
             f"({type(error).__name__}); connect to the internet or pre-fill the Hugging Face cache, "
             f"or train from random initialisation with --encoder-weights none"
-        ) from None
+        ) from error
 
 
 def _check_choice(option: str, value: str, choices) -> None:
     if value not in choices:
         close = difflib.get_close_matches(str(value), list(choices), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{option}={value!r} is not valid{hint}: choose one of {', '.join(choices)}")
+        raise SettingError(option, value, f"choose one of {', '.join(choices)}", hint)
 
 
 def _check_encoder(encoder_name: str) -> None:
@@ -81,14 +121,12 @@ def _check_encoder(encoder_name: str) -> None:
         import timm
 
         if not timm.is_model(encoder_name[3:]):
-            raise ValueError(f"encoder_name={encoder_name!r} is not valid: no timm model named {encoder_name[3:]!r}")
+            raise SettingError("encoder_name", encoder_name, f"no timm model is named {encoder_name[3:]!r}")
         return
     names = smp.encoders.get_encoder_names()
     if encoder_name not in names:
         close = difflib.get_close_matches(encoder_name, names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(
-            f"encoder_name={encoder_name!r} is not valid{hint}: choose an SMP encoder "
-            f"(segmentation_models_pytorch.encoders.get_encoder_names(), e.g. resnet18, resnet34, resnet50) "
-            f"or a timm model as 'tu-<name>'"
-        )
+        raise SettingError("encoder_name", encoder_name, "choose an SMP encoder (segmentation_models_pytorch."
+                           "encoders.get_encoder_names(), e.g. resnet18, resnet34, resnet50) or a timm model as "
+                           "'tu-<name>'", hint)

@@ -1,30 +1,34 @@
-"""Across Feature Map Attention (Sang et al., TPAMI 2023): the method and nothing else.
+"""Across Feature Map Attention (Sang et al., TPAMI 2023): the method, in the order of the paper.
 
-Shapes (see ../shared/AFMA_SPEC.md): B batch, C classes, p the patch size, P = p * p, Li / Lf the number of
-whole p x p patches of the image-resolution / feature-resolution maps.
+docs/METHOD.md describes it with its equations; the section numbers below (§) refer to that file.
+Shapes: B batch, C classes, p the patch size, P = p * p, Li / Lf the number of whole p x p patches of the
+image-resolution / feature-resolution maps, s the feature map's stride.
 
-The AFMA of one (image, class) is a product of two thin matrices, A_img (Li x P) @ A_fea^T (P x Lf) / P.
-`FactoredAttention` keeps those factors, so that the output correction and the MSE to the (equally thin)
-gold AFMA cost O((Li + Lf) P^2) instead of O(Li Lf P); the Li x Lf matrix is only formed, without gradient
-and in row blocks, to count each row's non-zero entries, and in full only when someone asks (`.dense()`).
-The public functions `patch_attention`, `modify_output` and `gold_afma` take and return dense tensors too.
+    §1  patches, the two branches and the shared patch transform T  ->  AFMA = T(img) T(fea)^T / P
+    §2  the output correction  z' = z * (1 + R)
+    §3  the gold AFMA and the MSE that trains the attention
+    §4  exact speed-ups: the merged image-branch convolution, the blocked non-zero count, the Gram identity
+
+The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
+factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
+is only formed when someone asks (`.dense()`), or without gradient and in row blocks to count non-zeros.
+The public functions `patch_attention`, `modify_output` and `gold_afma` take and return dense tensors too;
+`models/reference.py` is the slow literal transcription every one of them is tested against.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Row block for the non-zero count: bounds its transient (B, C, rows, Lf) buffer to 2**24 elements (64 MB in
-# float32), whatever the batch, classes and input size.
-_COUNT_BLOCK_ELEMENTS = 1 << 24
-# The spec's additive constant that keeps the row normalisation finite for all-zero rows.
-_COUNT_EPS = 1e-5
+# The additive constant that keeps the row normalisation finite for all-zero rows (§2).
+COUNT_EPS = 1e-5
 
 
-# ---------------------------------------------------------------------------------------------- patches
+# ----------------------------------------------------------------------------------------- §1 patches
 def patch_grid(height: int, width: int, patch_size: int) -> tuple[int, int]:
     """Number of whole patches along each axis (remainder rows and columns are dropped)."""
     return height // patch_size, width // patch_size
@@ -52,7 +56,7 @@ def fold_patches(rows: Tensor, size: tuple[int, int], patch_size: int) -> Tensor
     return F.pad(image, (0, w - gw * p, 0, h - gh * p))
 
 
-# ---------------------------------------------------------------------------------------- the attention
+# --------------------------------------------------------------------------------------- §1 attention
 @dataclass
 class FactoredAttention:
     """AFMA = image @ feature^T / P, kept as its two factors.
@@ -71,6 +75,12 @@ class FactoredAttention:
         return self.image.shape[-1]
 
     @property
+    def patch_size(self) -> int:
+        p = math.isqrt(self.patch_area)
+        assert p * p == self.patch_area, f"patch rows of {self.patch_area} values are not square patches"
+        return p
+
+    @property
     def shape(self) -> torch.Size:
         b, c, li, _ = self.image.shape
         return torch.Size((b, c, li, self.feature.shape[2]))
@@ -84,27 +94,12 @@ class FactoredAttention:
         return self.image @ self.feature.sum(2).unsqueeze(-1) / self.patch_area
 
     def row_nonzeros(self) -> Tensor:
-        """(B, C, Li, 1): non-zero entries per AFMA row, counted exactly and without gradient.
-
-        Every AFMA entry is a sum of products of non-negative (ReLU) factors, so it is non-zero exactly when
-        the supports of the two rows meet. The support products are 0/1 sums of at most P terms, exact in
-        half precision, which is what the GPU multiplies fastest; the row blocks bound the transient memory.
-        """
-        with torch.no_grad():
-            dtype = torch.float16 if self.image.is_cuda else torch.float32
-            image = (self.image > 0).to(dtype)
-            feature_t = (self.feature > 0).to(dtype).transpose(-1, -2)
-            b, c, li, _ = image.shape
-            block = max(1, _COUNT_BLOCK_ELEMENTS // max(1, b * c * feature_t.shape[-1]))
-            counts = torch.cat(
-                [(image[:, :, i : i + block] @ feature_t > 0).sum(-1) for i in range(0, li, block)], dim=2
-            ) if li else image.new_zeros(b, c, 0)
-            # float32 at least: a bf16 count of a few thousand would already be rounded.
-            return counts.unsqueeze(-1).to(torch.promote_types(self.image.dtype, torch.float32))
+        """(B, C, Li, 1): the number of non-zero entries in each AFMA row (§4.2)."""
+        return count_row_nonzeros(self.image, self.feature)
 
 
 def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.Module, patch_size: int) -> FactoredAttention:
-    """Apply the one shared patch transform T to the patches of both branches (spec 1.3-1.4).
+    """Apply the one shared patch transform T to the patches of both branches (§1.3-1.4).
 
     The stride is measured, not assumed: dilated encoders keep stride 8 past depth 3.
     """
@@ -121,7 +116,43 @@ def patch_attention(img_maps: Tensor, fea_maps: Tensor, transform: nn.Module, pa
     return factored_attention(img_maps, fea_maps, transform, patch_size).dense()
 
 
-# ------------------------------------------------------------------------------------ output correction
+class AFMA(nn.Module):
+    """The learnable part: image branch, feature branch and the one shared patch transform T (§1).
+
+    forward(x, feature) -> FactoredAttention; `correct(logits, attention)` applies §2.
+    """
+
+    def __init__(self, feature_channels: int, classes: int, depth: int, patch_size: int = 10):
+        super().__init__()
+        area = patch_size * patch_size
+        self.depth = depth
+        self.patch_size = patch_size
+        # Two linear convolutions with nothing between them (§1.1); they run merged (§4.1).
+        self.image_branch = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=7, padding=3),
+            nn.Conv2d(64, classes, kernel_size=3, padding=1),
+        )
+        self.feature_branch = nn.Conv2d(feature_channels, classes, kernel_size=1)
+        # The reference scales the feature branch by 4**d with the nominal depth d, dilated or not (§1.2).
+        self.feature_scale = 1.0 / 4**depth
+        self.transform = nn.Sequential(
+            nn.Linear(area, 2 * area, bias=False),
+            nn.Linear(2 * area, area, bias=False),
+            nn.ReLU(),  # §4.2 counts non-zeros from the factors' supports: they must be non-negative
+        )
+
+    def forward(self, x: Tensor, feature: Tensor) -> FactoredAttention:
+        # The 3-channel input in NCHW even inside a channels_last model: cuDNN's NHWC kernels for a 9x9
+        # convolution from 3 channels are several times slower, and the patches need NCHW anyway.
+        image_maps = merged_conv_pair(x.contiguous(), *self.image_branch)
+        feature_maps = self.feature_branch(feature) * self.feature_scale
+        return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
+
+    def correct(self, logits: Tensor, attention: FactoredAttention) -> Tensor:
+        return modify_output(logits, attention, attention.stride, self.patch_size)
+
+
+# --------------------------------------------------------------------------------- §2 output correction
 def one_hot(labels: Tensor, classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """(B, H, W) class indices -> (B, C, H, W) one-hot in `dtype`; indices outside [0, C) give all zeros.
 
@@ -134,13 +165,13 @@ def one_hot(labels: Tensor, classes: int, dtype: torch.dtype = torch.float32) ->
 
 
 def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> Tensor:
-    """patches(avg_pool(one_hot(argmax_c logits), s)): (B, C, Lf, P), no gradient (spec 2.1)."""
+    """patches(avg_pool(one_hot(argmax_c logits), s)): (B, C, Lf, P), no gradient (§2)."""
     with torch.no_grad():
         return patches(F.avg_pool2d(one_hot(logits.argmax(1), logits.shape[1], logits.dtype), stride, stride), patch_size)
 
 
 def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int) -> Tensor:
-    """z' = z * (1 + R), R = fold((AFMA / n) @ patches(avg_pool(one_hot(argmax z), s))) (spec 2).
+    """z' = z * (1 + R), R = fold((AFMA / n) @ patches(avg_pool(one_hot(argmax z), s))) (§2).
 
     `attention` is the dense (B, C, Li, Lf) AFMA or a `FactoredAttention`; with the factors, the product is
     reassociated as image @ (feature^T @ pooled) / P, a P x P inner matrix instead of an Li x Lf one.
@@ -148,15 +179,15 @@ def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride:
     pooled = pooled_prediction_patches(logits, stride, patch_size)
     if isinstance(attention, FactoredAttention):
         mixed = attention.feature.transpose(-1, -2) @ pooled.to(attention.feature.dtype)
-        correction = attention.image @ mixed / (attention.patch_area * (attention.row_nonzeros() + _COUNT_EPS))
+        correction = attention.image @ mixed / (attention.patch_area * (attention.row_nonzeros() + COUNT_EPS))
     else:
-        counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + _COUNT_EPS
+        counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + COUNT_EPS
         correction = (attention / counts) @ pooled.to(attention.dtype)
     correction = fold_patches(correction, logits.shape[-2:], patch_size).to(logits.dtype)
     return logits * correction + logits
 
 
-# --------------------------------------------------------------------------------------- gold and loss
+# ----------------------------------------------------------------------------------- §3 gold and loss
 @dataclass
 class FactoredGold:
     """Gold AFMA = image @ feature^T / P with image = patches(y), feature = patches(avg_pool(y, s))."""
@@ -176,33 +207,29 @@ def factored_gold(target_onehot: Tensor, stride: int, patch_size: int) -> Factor
 
 
 def gold_afma(target_onehot: Tensor, stride: int, patch_size: int) -> Tensor:
-    """The gold AFMA from the one-hot target (B, C, H, W): (B, C, Li, Lf) (spec 3)."""
+    """The gold AFMA from the one-hot target (B, C, H, W): (B, C, Li, Lf) (§3)."""
     return factored_gold(target_onehot, stride, patch_size).dense()
 
 
-def _gram_inner(a_left: Tensor, a_right: Tensor, b_left: Tensor, b_right: Tensor) -> Tensor:
-    """sum over all entries of (a_left a_right^T) * (b_left b_right^T), via two P x P matrices."""
-    return ((a_left.transpose(-1, -2) @ b_left) * (a_right.transpose(-1, -2) @ b_right)).sum()
-
-
 def attention_mse(attention: Tensor | FactoredAttention, gold: FactoredGold) -> Tensor:
-    """mean((AFMA - gold)^2) in float32 (or float64 if given), without forming either matrix when factored.
+    """mean((AFMA - gold)^2) (§3), in float32 at least (float64 stays float64), outside any autocast.
 
-    ||A - G||^2 = <A, A> - 2 <A, G> + <G, G>, and each inner product of two rank-P products is the inner
-    product of two P x P Gram-like matrices. Computed in at least float32 so that autocast cannot round it.
+    With the factors it is computed through the Gram identity (§4.3) without forming either matrix.
     """
     dtype = torch.promote_types(gold.image.dtype, torch.float32)
-    if not isinstance(attention, FactoredAttention):
-        return F.mse_loss(attention.to(dtype), gold.dense().to(dtype))
-    ai, af = attention.image.to(dtype), attention.feature.to(dtype)
-    gi, gf = gold.image.to(dtype), gold.feature.to(dtype)
-    squared = _gram_inner(ai, af, ai, af) - 2 * _gram_inner(ai, af, gi, gf) + _gram_inner(gi, gf, gi, gf)
-    return squared.clamp_min(0) / (attention.patch_area**2 * attention.shape.numel())
+    with torch.autocast(gold.image.device.type, enabled=False):  # autocast would round the products to 16 bits
+        if not isinstance(attention, FactoredAttention):
+            return F.mse_loss(attention.to(dtype), gold.dense().to(dtype))
+        dtype = torch.promote_types(dtype, attention.image.dtype)
+        ai, af = attention.image.to(dtype), attention.feature.to(dtype)
+        gi, gf = gold.image.to(dtype), gold.feature.to(dtype)
+        squared = gram_inner(ai, af, ai, af) - 2 * gram_inner(ai, af, gi, gf) + gram_inner(gi, gf, gi, gf)
+        return squared.clamp_min(0) / (attention.patch_area**2 * attention.shape.numel())
 
 
-# ------------------------------------------------------------------------------------- the image branch
-def linear_conv_pair(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
-    """second(first(x)) for two stride-1, 'same'-padded convolutions with no activation between, as one.
+# --------------------------------------------------------------------------------- §4 exact speed-ups
+def merged_conv_pair(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
+    """second(first(x)) for two stride-1, 'same'-padded convolutions with no activation between, as one (§4.1).
 
     With nothing between them the pair is a single (k1 + k2 - 1)-wide convolution, here 9x9 from 3 to C
     channels instead of 7x7 to 64 then 3x3 to C: about a fifth of the work, and no 64-channel map at full
@@ -211,6 +238,10 @@ def linear_conv_pair(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
     computed on those thin strips alone and its contribution subtracted, so the result equals the pair's
     at every pixel.
     """
+    for conv in (first, second):
+        k = conv.kernel_size[0]
+        assert conv.kernel_size == (k, k) and k % 2 == 1 and conv.padding == (k // 2, k // 2), "'same' odd kernels"
+        assert conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1, "plain stride-1 convolutions"
     p1, p2 = first.padding[0], second.padding[0]
     r = p1 + p2
     # merged[o, i] = sum_m second[o, m] (full convolution) first[m, i]: a cross-correlation with the flip.
@@ -233,35 +264,36 @@ def linear_conv_pair(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
     return out
 
 
-# -------------------------------------------------------------------------------------------- the module
-class AFMA(nn.Module):
-    """The learnable part: image branch, feature branch and the one shared patch transform T (spec 1).
+# Row block for the non-zero count: bounds its transient (B, C, rows, Lf) buffer to 2**24 elements (64 MB in
+# float32), whatever the batch, classes and input size.
+COUNT_BLOCK_ELEMENTS = 1 << 24
 
-    forward(x, feature) -> FactoredAttention; `correct(logits, attention)` applies spec 2.
+
+def count_row_nonzeros(image: Tensor, feature: Tensor) -> Tensor:
+    """(B, C, Li, 1): non-zero entries per row of image @ feature^T, exactly and without gradient (§4.2).
+
+    Assumes both factors are non-negative (T ends in a ReLU): then an entry is a sum of non-negative
+    products, non-zero exactly when the supports of the two rows meet. The support products are 0/1 sums of
+    at most P terms, exact in half precision (P <= 2048), which the GPU multiplies fastest; the row blocks
+    bound the transient memory.
     """
+    with torch.no_grad():
+        half = image.is_cuda and image.shape[-1] <= 2048
+        dtype = torch.float16 if half else torch.float32
+        support = (image > 0).to(dtype)
+        feature_t = (feature > 0).to(dtype).transpose(-1, -2)
+        b, c, li, _ = support.shape
+        block = max(1, COUNT_BLOCK_ELEMENTS // max(1, b * c * feature_t.shape[-1]))
+        counts = torch.cat(
+            [(support[:, :, i : i + block] @ feature_t > 0).sum(-1) for i in range(0, li, block)], dim=2
+        ) if li else support.new_zeros(b, c, 0)
+        # float32 at least: a bf16 count of a few thousand would already be rounded.
+        return counts.unsqueeze(-1).to(torch.promote_types(image.dtype, torch.float32))
 
-    def __init__(self, feature_channels: int, classes: int, depth: int, patch_size: int = 10):
-        super().__init__()
-        area = patch_size * patch_size
-        self.depth = depth
-        self.patch_size = patch_size
-        self.image_branch = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=7, padding=3),
-            nn.Conv2d(64, classes, kernel_size=3, padding=1),
-        )
-        self.feature_branch = nn.Conv2d(feature_channels, classes, kernel_size=1)
-        # The reference scales the feature branch by 4**d with the nominal depth d, dilated or not.
-        self.feature_scale = 1.0 / 4**depth
-        self.transform = nn.Sequential(
-            nn.Linear(area, 2 * area, bias=False),
-            nn.Linear(2 * area, area, bias=False),
-            nn.ReLU(),
-        )
 
-    def forward(self, x: Tensor, feature: Tensor) -> FactoredAttention:
-        image_maps = linear_conv_pair(x, *self.image_branch)
-        feature_maps = self.feature_branch(feature) * self.feature_scale
-        return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
+def gram_inner(a_left: Tensor, a_right: Tensor, b_left: Tensor, b_right: Tensor) -> Tensor:
+    """<a_left a_right^T, b_left b_right^T> summed over all entries, through two P x P matrices (§4.3).
 
-    def correct(self, logits: Tensor, attention: FactoredAttention) -> Tensor:
-        return modify_output(logits, attention, attention.stride, self.patch_size)
+    trace((Al Ar^T)^T (Bl Br^T)) = sum((Al^T Bl) * (Ar^T Br)): exact algebra, only rounding differs.
+    """
+    return ((a_left.transpose(-1, -2) @ b_left) * (a_right.transpose(-1, -2) @ b_right)).sum()

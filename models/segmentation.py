@@ -7,6 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from .afma import AFMA, FactoredAttention
+from .architectures import feature_stride
+from .spec import ModelSpec
 
 
 class AFMASegmentationModel(nn.Module):
@@ -17,27 +19,25 @@ class AFMASegmentationModel(nn.Module):
     or None when AFMA is off (att_depth None), in which case the logits are exactly the plain SMP model's.
     """
 
-    def __init__(self, net: nn.Module, classes: int, att_depth: int | None, patch_size: int, min_size: int = 1):
+    def __init__(self, net: nn.Module, spec: ModelSpec, min_size: int = 1):
         super().__init__()
         self.net = net
-        self.classes = classes
-        self.att_depth = att_depth
-        self.patch_size = patch_size
+        self.spec = spec  # what rebuilds this model: build_model(**spec.to_dict())
+        self.classes = len(spec.classes)
+        self.att_depth = spec.att_depth
+        self.patch_size = spec.patch_size
         encoder = net.encoder
         self.size_divisor = encoder.output_stride
         self.afma = None
-        if att_depth is not None:
-            self.afma = AFMA(encoder.out_channels[att_depth], classes, att_depth, patch_size)
+        if spec.att_depth is not None:
+            self.afma = AFMA(encoder.out_channels[spec.att_depth], self.classes, spec.att_depth, spec.patch_size)
             # The attention-depth feature must hold one whole patch.
-            min_size = max(min_size, patch_size * self.nominal_stride(att_depth))
+            min_size = max(min_size, spec.patch_size * feature_stride(spec.arch, spec.att_depth))
         self.min_size = _round_up(min_size, self.size_divisor)
 
     @property
     def afma_enabled(self) -> bool:
         return self.afma is not None
-
-    def nominal_stride(self, depth: int) -> int:
-        return min(2**depth, self.net.encoder.output_stride)
 
     def valid_size(self, height: int, width: int) -> tuple[int, int]:
         """The smallest valid input size at least height x width (pad to it, then crop the output back)."""

@@ -23,21 +23,21 @@ def test_loss_equals_hand_computed_value():
     nll = (2 * math.log(4 / 3) + math.log(2)) / 3
     # Gold_0 = [[0, 0], [0, 1]], gold_1 = [[1, 0], [0, 0]]: squared errors 4 + 1 and 1 + 1 + 1 over 8 entries.
     mse = 8 / 8
-    loss = AFMALoss(class_weights=[1.0, 2.0], patch_size=1)((logits, attention), target)
+    loss = AFMALoss(class_weights=[1.0, 2.0])((logits, attention), target)
     assert abs(loss.item() - (5 * nll + mse)) < 1e-6
-    dense = AFMALoss(class_weights=[1.0, 2.0], patch_size=1, ce_weight=0.0)((logits, attention), target)
+    dense = AFMALoss(class_weights=[1.0, 2.0], ce_weight=0.0)((logits, attention), target)
     assert abs(dense.item() - mse) < 1e-6
 
 
 def test_baseline_loss_is_the_weighted_nll_alone():
     logits, _, target = tiny_case()
-    loss = AFMALoss(class_weights=[1.0, 2.0], patch_size=1)((logits, None), target)
+    loss = AFMALoss(class_weights=[1.0, 2.0])((logits, None), target)
     assert abs(loss.item() - (2 * math.log(4 / 3) + math.log(2)) / 3) < 1e-6
 
 
 def test_ignored_pixels_count_in_neither_term():
     logits, attention, _ = tiny_case()
     target = torch.tensor([[[1, 255]]])
-    loss = AFMALoss(patch_size=1, ignore_index=255)((logits, attention), target)
+    loss = AFMALoss(ignore_index=255)((logits, attention), target)
     # NLL over pixel 0 only: ln(4/3). Gold_1 = [[1, 0], [0, 0]], gold_0 = 0: errors 4 and 1 + 1 + 1 over 8.
     assert abs(loss.item() - (5 * math.log(4 / 3) + 7 / 8)) < 1e-6

@@ -1,4 +1,4 @@
-"""The AFMA training loss (spec 3): ce_weight x weighted NLL(log_softmax(z')) + mse_weight x MSE(AFMA, gold)."""
+"""The AFMA training loss (docs/METHOD.md §3): ce_weight x weighted NLL(log_softmax(z')) + mse_weight x MSE(AFMA, gold)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,10 +13,13 @@ from models.afma import FactoredAttention, attention_mse, factored_gold, one_hot
 class AFMALoss(nn.Module):
     """Called as `loss((logits, attention), target)` with exactly what the model returned.
 
-    target: (B, H, W) class indices; the one-hot for the gold AFMA is made here, on the target's device.
+    target: (B, H, W) class indices; the one-hot for the gold AFMA is made here, on the target's device, and
+    the patch size and stride come from the attention itself, so they cannot disagree with the model's.
     With AFMA off (attention None) it is the weighted NLL alone (not scaled by ce_weight), the baseline loss.
-    Pixels of `ignore_index` count in neither term: they are left out of the
-    NLL and have an all-zero one-hot.
+    Pixels of `ignore_index` count in neither term: they are left out of the NLL and have an all-zero one-hot.
+
+    Computed outside autocast, in float32 at least (float64 inputs stay float64), wherever it is called: the
+    MSE of small attention values would lose its digits in 16 bits.
     """
 
     def __init__(
@@ -24,7 +27,6 @@ class AFMALoss(nn.Module):
         class_weights: Sequence[float] | Tensor | None = None,
         ce_weight: float = 5.0,
         mse_weight: float = 1.0,
-        patch_size: int = 10,
         ignore_index: int | None = None,
     ):
         super().__init__()
@@ -32,18 +34,20 @@ class AFMALoss(nn.Module):
         self.register_buffer("class_weights", weights)
         self.ce_weight = ce_weight
         self.mse_weight = mse_weight
-        self.patch_size = patch_size
         self.ignore_index = ignore_index
 
     def forward(self, output: tuple[Tensor, FactoredAttention | None], target: Tensor) -> Tensor:
         logits, attention = output
-        nll = F.nll_loss(
-            F.log_softmax(logits.float(), dim=1),
-            target,
-            weight=self.class_weights,
-            ignore_index=-100 if self.ignore_index is None else self.ignore_index,
-        )
-        if attention is None:
-            return nll
-        gold = factored_gold(one_hot(target, logits.shape[1]), attention.stride, self.patch_size)
-        return self.ce_weight * nll + self.mse_weight * attention_mse(attention, gold)
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        with torch.autocast(logits.device.type, enabled=False):
+            weight = None if self.class_weights is None else self.class_weights.to(dtype)
+            nll = F.nll_loss(
+                F.log_softmax(logits.to(dtype), dim=1),
+                target,
+                weight=weight,
+                ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+            )
+            if attention is None:
+                return nll
+            gold = factored_gold(one_hot(target, logits.shape[1], dtype), attention.stride, attention.patch_size)
+            return self.ce_weight * nll + self.mse_weight * attention_mse(attention, gold)

@@ -1,6 +1,6 @@
 """Segmentation scores: a confusion matrix for IoU / mIoU / accuracy, and small-object scores.
 
-Conventions shared by everything here (AFMA_SPEC.md section 6):
+Conventions shared by everything here (docs/METHOD.md §6, utils/labels.py):
 - the LAST class is the unlabelled/background channel; it is counted in the confusion matrix (a pixel of
   it predicted as class c is a false positive of c) but it gets no score of its own and is left out of
   every mean;
@@ -56,9 +56,20 @@ class ConfusionMatrix:
     def compute(self):
         return scores_from_confusion(self.mat)
 
+    def scores(self, class_names):
+        """The split's scores as reported: per-class IoU as a name -> IoU mapping, the means, the matrix."""
+        scores = self.compute()
+        return {
+            "miou": scores["miou"],
+            "global_iou": scores["global_iou"],
+            "accuracy": scores["accuracy"],
+            "per_class_iou": dict(zip(class_names, scores["per_class_iou"])),
+            "confusion_matrix": self.mat.cpu().tolist(),
+        }
+
 
 def scores_from_confusion(mat):
-    """Scores of a (C, C) confusion matrix (rows target, columns prediction), spec section 6.
+    """Scores of a (C, C) confusion matrix (rows target, columns prediction), docs/METHOD.md §6.
 
     Returns tp, fp, fn, tn: float64 CPU tensors of length C (every class, the last included);
     per_class_iou: list of C-1 floats, IoU_c = TP / (TP + FP + FN), NaN where TP + FP + FN = 0;
@@ -87,45 +98,6 @@ def scores_from_confusion(mat):
 
 def _ratio(num, den):
     return (num / den).item() if den > 0 else math.nan
-
-
-def format_table(results, class_names):
-    """Plain-text table, one column per split, for logs and reports.
-
-    results: {split: {"per_class_iou": {name: iou} (or a list in class order), "miou", "global_iou",
-    "accuracy", optional "loss"}}. class_names: all C names; the last one gets no row. NaN or missing
-    values print as "-".
-    """
-    splits = list(results)
-    class_rows = [(name, [_per_class(results[s], class_names).get(name) for s in splits])
-                  for name in class_names[:-1]]
-    summary_rows = [(label, [results[s].get(key) for s in splits]) for key, label in SUMMARY_ROWS
-                    if any(key in results[s] for s in splits)]
-    first = max(len(label) for label, _ in [("class", None)] + class_rows + summary_rows)
-    widths = [max(10, len(s) + 2) for s in splits]
-
-    def line(label, cells):
-        return label.ljust(first) + "".join(cell.rjust(w) for cell, w in zip(cells, widths))
-
-    header = line("class", splits)
-    rule = "-" * len(header)
-    body = [line(label, [_fmt(v) for v in values]) for label, values in class_rows]
-    summary = [line(label, [_fmt(v) for v in values]) for label, values in summary_rows]
-    return "\n".join([header, rule, *body, rule, *summary])
-
-
-SUMMARY_ROWS = (("miou", "mIoU"), ("global_iou", "global IoU"), ("accuracy", "mean accuracy"),
-                ("loss", "loss"))
-
-
-def _per_class(result, class_names):
-    """per_class_iou as a name -> IoU mapping, accepting compute()'s list as well."""
-    ious = result.get("per_class_iou", {})
-    return ious if isinstance(ious, dict) else dict(zip(class_names[:-1], ious))
-
-
-def _fmt(value):
-    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 SMALL_AREA = 32 * 32

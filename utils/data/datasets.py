@@ -1,10 +1,15 @@
 """Segmentation datasets in their published folder layouts (CamVid, Cityscapes, CUB birds,
 ISIC 2018 skin lesions, LiTS liver CT).
 
-Every dataset yields (image, mask) with the mask already mapped to class indices
-0..num_classes-1, where the LAST class is the unlabelled/background class that mIoU leaves
-out. Bad data raises DataError with a one-line message naming the file and the fix, because
-a training run that dies an hour in on a broken file is far costlier than a check upfront.
+Every dataset yields (image, mask): with a transform, a uint8 (3, H, W) image tensor (normalised later, on
+the device) and a uint8 (H, W) mask of class indices 0..num_classes-1, where the LAST class is the
+unlabelled/background class that mIoU leaves out (utils/labels.py). Bad data raises DataError with a one-line
+message naming the file and the fix, because a training run that dies an hour in on a broken file is far
+costlier than a check upfront.
+
+Augmentation is a pure function of (seed, sample): index a dataset with `(index, seed)` (what
+`utils.data.loaders.EpochSampler` yields) and the transform is seeded with `seed` for that sample alone, so
+shuffling and augmentation are the same in any worker process, persistent or not, and after a resume.
 """
 
 from pathlib import Path
@@ -13,11 +18,11 @@ import cv2
 import numpy as np
 import torch
 
+from utils.errors import DataError
+from utils.labels import void_index
+
 SPLITS = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message names the file/folder/option and what to do."""
+OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 def pair_files(images, labels, label_for, image_for):
@@ -87,6 +92,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     pad_size = None  # (h, w) to pad to before cropping, or None
     resize = False  # True: resize to train/eval size instead of cropping
     void_value = None  # raw label value that means "unlabelled" (mapped to the last class)
+    image_suffixes = (".png",)  # the files read as images (--predict reads these too)
 
     def __init__(self, root, split, transform=None):
         if split not in SPLITS:
@@ -115,17 +121,21 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.pairs)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
         image_path, label_path = self.pairs[index]
         image, mask = self.read_image(image_path), self.read_label(label_path)
         check_same_size(image_path, image, label_path, mask)
         if self.transform is None:
             return image, mask
-        # uint8 through the transform: cv2 warps cannot handle int64 masks.
+        if seed is not None:
+            self.transform.set_random_seed(seed)
+        # uint8 through the transform (cv2 warps cannot handle int64 masks) and over the loader's wire.
         out = self.transform(image=image, mask=mask.astype(np.uint8))
-        return out["image"], out["mask"].long()
+        return out["image"], out["mask"]
 
-    def read_image(self, path):
+    @classmethod
+    def read_image(cls, path):
         """Read an image as uint8 RGB (H, W, 3)."""
         return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
@@ -145,7 +155,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Map stored class indices to 0..num_classes-1, `void_value` to the last class."""
         label = raw.astype(np.int64)
         if self.void_value is not None:
-            label[raw == self.void_value] = self.num_classes - 1
+            label[raw == self.void_value] = void_index(self.classes)
         bad = label[(label < 0) | (label >= self.num_classes)]
         if bad.size:
             allowed = f"0..{self.num_classes - 1}" + (
@@ -192,6 +202,12 @@ class CamVid(SegmentationDataset):
                 f"(python tools/make_sample.py writes a synthetic sample)")
         image_dir = require_dir(self.root / self.split, hint)
         label_dir = require_dir(self.root / f"{self.split}annot", hint)
+        for folder in (image_dir, label_dir):
+            other = sorted(p for p in folder.iterdir() if p.suffix.lower() in OTHER_IMAGE_SUFFIXES
+                           and p.suffix != ".png")
+            if other:
+                raise DataError(f"{other[0]} is not read: CamVid frames and labels must be .png files "
+                                f"(convert them, or build the folder with tools/prepare_data.py camvid)")
         return pair_files(list(image_dir.glob("*.png")), list(label_dir.glob("*.png")),
                           lambda p: label_dir / p.name, lambda p: image_dir / p.name)
 
@@ -266,6 +282,7 @@ class Birds(BinaryMaskDataset):
     """
 
     name = "birds"
+    image_suffixes = (".jpg",)
     classes = ("bird", "background")
     palette = ((255, 200, 0), (0, 0, 0))
     train_size = eval_size = (320, 320)
@@ -305,6 +322,7 @@ class SkinLesion(BinaryMaskDataset):
     """ISIC 2018 task 1: dermoscopy JPEGs with 0/255 lesion masks."""
 
     name = "skinlesion"
+    image_suffixes = (".jpg",)
     classes = ("lesion", "background")
     palette = ((255, 80, 80), (0, 0, 0))
     train_size = eval_size = (192, 192)
@@ -338,6 +356,7 @@ class LiTS(SegmentationDataset):
     palette = ((0, 200, 0), (255, 0, 0), (0, 0, 0))
     train_size = eval_size = (512, 512)
     resize = True
+    image_suffixes = (".npy",)
     HU_WINDOW = (-250.0, 250.0)
     STORED_TO_CLASS = np.array([2, 0, 1])  # stored 0/1/2 -> background/liver/tumour indices
 
@@ -349,7 +368,8 @@ class LiTS(SegmentationDataset):
         return pair_files(list(image_dir.glob("*.npy")), list(label_dir.glob("*.npy")),
                           lambda p: label_dir / p.name, lambda p: image_dir / p.name)
 
-    def load_slice(self, path):
+    @staticmethod
+    def load_slice(path):
         """Load one 2-D .npy slice, raising DataError for corrupt or non-2-D files."""
         try:
             array = np.load(path, allow_pickle=False)
@@ -360,9 +380,10 @@ class LiTS(SegmentationDataset):
             raise DataError(f"{path} has shape {array.shape}: LiTS slices must be 2-D (H, W)")
         return array
 
-    def read_image(self, path):
-        low, high = self.HU_WINDOW
-        hu = np.clip(self.load_slice(path).astype(np.float32), low, high)
+    @classmethod
+    def read_image(cls, path):
+        low, high = cls.HU_WINDOW
+        hu = np.clip(cls.load_slice(path).astype(np.float32), low, high)
         gray = np.rint((hu - low) / (high - low) * 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
 

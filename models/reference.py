@@ -1,7 +1,8 @@
-"""A slow, literal, per-class transcription of ../shared/AFMA_SPEC.md, the yardstick for models/afma.py.
+"""The method written literally, class by class: the yardstick that models/afma.py is tested against.
 
-Written from the spec alone (F.unfold / F.fold per channel, a Python loop over classes, the dense Li x Lf
-matrix, count_nonzero), deliberately sharing no code with the project's implementation.
+A transcription of docs/METHOD.md §1-3 alone (F.unfold / F.fold per channel, a Python loop over classes, the
+dense Li x Lf matrix, count_nonzero), deliberately sharing no code with models/afma.py. Slow and memory-hungry
+by design: tests compare against it in float64, and benchmarks/afma_speed.py times it as "literal".
 """
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Albumentations pipelines for each dataset and split (AFMA spec section 5).
+"""Albumentations pipelines for each dataset and split (docs/METHOD.md §5), and the input normalisation.
 
 Three geometries, chosen from the dataset class's attributes:
 - pad_size set (CamVid): pad, then random-sized/random crops for training and a centre crop
@@ -10,12 +10,22 @@ Three geometries, chosen from the dataset class's attributes:
 then pad sizes are scaled and crop/resize sizes are scaled and rounded to a multiple of 32
 (encoder-decoder networks need inputs divisible by their total stride). Masks are only ever
 resampled with nearest-neighbour interpolation, so no invented class indices appear.
-"""
 
-import albumentations as A
-import cv2
-import numpy as np
-from albumentations.pytorch import ToTensorV2
+The pipelines end in uint8 tensors: a quarter of float32's bytes through the loader's workers, pinned memory
+and the host-to-device copy. `Normalizer` turns them into the encoder's normalised float input on the device,
+for training, evaluation, --predict and figures alike.
+"""
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network at import
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+
+from utils.labels import void_index  # noqa: E402
 
 # The reference used old albumentations' GaussNoise default, variance 10..50 on 0..255 pixels.
 # Albumentations 2.x takes the standard deviation as a fraction of 255 and defaults to a far
@@ -71,7 +81,7 @@ def crop_geometry(dataset_cls, split, scale):
     size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size,
                         scale)
     pad = A.PadIfNeeded(min_height=size[0], min_width=size[1], border_mode=cv2.BORDER_CONSTANT,
-                        fill=0, fill_mask=len(dataset_cls.classes) - 1)
+                        fill=0, fill_mask=void_index(dataset_cls.classes))
     if split != "train":
         return [*prescale(scale), pad, A.CenterCrop(*size)]
     return [*prescale(scale), pad, A.RandomCrop(*size), A.HorizontalFlip(p=0.5)]
@@ -84,26 +94,47 @@ def resize_geometry(dataset_cls, split, scale):
     return [A.Resize(*size, area_for_downscale="image", mask_interpolation=cv2.INTER_NEAREST)]
 
 
-def build_transforms(dataset_cls, split, mean, std, scale=1.0):
-    """Return the albumentations pipeline for a dataset class and split.
+def build_transforms(dataset_cls, split, scale=1.0):
+    """The albumentations pipeline of a dataset class and split: uint8 (3, H, W) image, uint8 mask out.
 
-    mean/std are the encoder's normalisation on a 0..1 pixel scale (as SMP gives them);
-    the pipeline ends with Normalize and ToTensorV2.
+    split "predict" is the evaluation pipeline without its crop (for images of any size, which --predict
+    pads to a size the model takes and crops back): the resize of the resizing datasets, the scale of the
+    others.
     """
-    if split not in ("train", "val", "test"):
+    if split not in ("train", "val", "test", "predict"):
         raise ValueError(f"split {split!r} is not valid: use train, val or test")
     if dataset_cls.resize:
-        geometry = resize_geometry(dataset_cls, split, scale)
+        geometry = resize_geometry(dataset_cls, "test" if split == "predict" else split, scale)
+    elif split == "predict":
+        geometry = prescale(scale)
     elif dataset_cls.pad_size is not None:
         geometry = padded_crop_geometry(dataset_cls, split, scale)
     else:
         geometry = crop_geometry(dataset_cls, split, scale)
-    return A.Compose([*geometry, A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
-                      ToTensorV2()])
+    return A.Compose([*geometry, ToTensorV2()])
+
+
+class Normalizer:
+    """uint8 (B, 3, H, W) images -> the encoder's normalised float input on `device`.
+
+    (x / 255 - mean) / std as one multiply-add per pixel, after the uint8 copy; channels_last on CUDA, the
+    layout the convolutions there run fastest in.
+    """
+
+    def __init__(self, mean, std, device):
+        self.device = torch.device(device)
+        std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.scale, self.shift = 1 / (255 * std), -mean / std
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return torch.addcmul(self.shift, x.float(), self.scale)
 
 
 def denormalize(image_tensor, mean, std):
-    """Undo Normalize on a (3, H, W) tensor: uint8 RGB (H, W, 3) for figures."""
+    """Undo the normalisation of a (3, H, W) tensor: uint8 RGB (H, W, 3) for figures."""
     image = image_tensor.detach().cpu().float().numpy().transpose(1, 2, 0)
     image = (image * np.asarray(std) + np.asarray(mean)) * 255
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

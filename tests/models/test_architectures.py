@@ -4,7 +4,7 @@ import segmentation_models_pytorch as smp
 import torch
 
 from models import ARCHITECTURES, build_model
-from tests.literal_afma import literal_afma_forward
+from models.reference import literal_afma_forward
 from utils.losses import AFMALoss
 
 ARCHS = list(ARCHITECTURES)
@@ -22,7 +22,7 @@ def test_every_depth_trains(arch):
         stride = min(2**depth, model.net.encoder.output_stride)
         assert attention.stride == stride
         assert attention.shape == (2, 4, (SIZE // 2) ** 2, (SIZE // stride // 2) ** 2)
-        AFMALoss(patch_size=2)((logits, attention), target).backward()
+        AFMALoss()((logits, attention), target).backward()
         for name, part in [("image branch", model.afma.image_branch), ("feature branch", model.afma.feature_branch),
                            ("shared transform", model.afma.transform)]:
             grads = [p.grad for p in part.parameters()]

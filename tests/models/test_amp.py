@@ -25,7 +25,7 @@ def test_bf16_autocast_matches_float32_within_bf16_tolerance():
 def test_bf16_training_steps_are_finite_and_the_attention_loss_stays_float32():
     torch.manual_seed(0)
     model = build_model("fpn", "resnet18", None, classes=4, att_depth=3, patch_size=4)
-    criterion, attention_only = AFMALoss(patch_size=4), AFMALoss(patch_size=4, ce_weight=0.0)
+    criterion, attention_only = AFMALoss(), AFMALoss(ce_weight=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x, target = torch.randn(2, 3, 64, 96), torch.randint(0, 4, (2, 64, 96))
     for _ in range(3):

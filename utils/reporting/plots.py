@@ -15,6 +15,8 @@ matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from utils.labels import scored_classes  # noqa: E402
+
 ERROR_COLOURS = {"correct": (46, 160, 67), "wrong": (214, 39, 40), "void": (128, 128, 128)}
 SMALL_COLOUR = "tab:red"
 
@@ -28,11 +30,9 @@ def _save(fig, path):
 
 
 def _ious(result, class_names):
-    """per_class_iou as a list in class order (NaN where missing), from a mapping or compute()'s list."""
+    """per_class_iou (name -> IoU) as a list in class order, NaN where missing or undefined."""
     ious = result.get("per_class_iou", {})
-    if not isinstance(ious, dict):
-        ious = dict(zip(class_names[:-1], ious))
-    return [ious.get(name, float("nan")) for name in class_names[:-1]]
+    return [float("nan") if ious.get(name) is None else ious[name] for name in scored_classes(class_names)]
 
 
 def plot_history(history, path):
@@ -63,7 +63,7 @@ def _series(history, key):
 
 def _grouped_bars(ax, series, class_names, small_classes):
     """One bar group per class, one bar per labelled series; small classes get red labels and a band."""
-    names = class_names[:-1]
+    names = scored_classes(class_names)
     x = np.arange(len(names))
     width = 0.8 / len(series)
     for i, (label, ious) in enumerate(series.items()):
@@ -95,13 +95,17 @@ def plot_per_class_iou(results, class_names, path, small_classes=None):
     return _save(fig, path)
 
 
-def plot_comparison(baseline, afma, class_names, path, small_classes=None):
-    """Baseline vs AFMA per-class IoU side by side; the title states the mIoU change."""
+def plot_comparison(variants, class_names, path, small_classes=None):
+    """Per-class IoU of several models side by side, the first one (the baseline) the reference.
+
+    variants: {label: result}, e.g. {"baseline": ..., "AFMA depth 2": ...}; the title states each mIoU change.
+    """
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(class_names)), 5))
-    series = {f"baseline (mIoU {baseline['miou']:.4f})": _ious(baseline, class_names),
-              f"AFMA (mIoU {afma['miou']:.4f})": _ious(afma, class_names)}
+    series = {f"{label} (mIoU {r['miou']:.4f})": _ious(r, class_names) for label, r in variants.items()}
     _grouped_bars(ax, series, class_names, small_classes)
-    ax.set_title(f"Per-class IoU, baseline vs AFMA (mIoU change {afma['miou'] - baseline['miou']:+.4f})")
+    (base_label, base), *others = variants.items()
+    changes = ", ".join(f"{label} {r['miou'] - base['miou']:+.4f}" for label, r in others)
+    ax.set_title(f"Per-class IoU against the {base_label} (mIoU change: {changes})")
     return _save(fig, path)
 
 

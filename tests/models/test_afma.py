@@ -11,12 +11,12 @@ from models.afma import (
     factored_gold,
     fold_patches,
     gold_afma,
-    linear_conv_pair,
+    merged_conv_pair,
     modify_output,
     patch_attention,
     patches,
 )
-from tests.literal_afma import literal_gold_afma, literal_modify_output, literal_patch_attention, literal_patches
+from models.reference import literal_gold_afma, literal_modify_output, literal_patch_attention, literal_patches
 
 # (batch, classes, H, W, stride, patch): whole patches, remainders on both axes, one patch, stride 1.
 SHAPES = [(2, 3, 40, 60, 2, 10), (1, 4, 47, 73, 4, 5), (2, 2, 80, 80, 8, 10), (1, 3, 16, 24, 1, 4), (2, 5, 64, 96, 4, 7)]
@@ -153,7 +153,7 @@ def test_merged_image_branch_equals_the_two_convolutions(size):
     grads = []
     for merged in (False, True):
         pair.zero_grad()
-        out = linear_conv_pair(x, *pair) if merged else pair(x)
+        out = merged_conv_pair(x, *pair) if merged else pair(x)
         (out * weights).sum().backward()
         grads.append([p.grad.clone() for p in pair.parameters()] + [out.detach()])
     for ours, reference in zip(grads[1], grads[0]):
@@ -166,6 +166,6 @@ def test_row_nonzeros_in_small_blocks_equals_one_block(monkeypatch):
     img, fea = random_branches(2, 3, 40, 60, 2, torch.float64)
     attention = factored_attention(img, fea, make_transform(10, torch.float64), 10)
     whole = attention.row_nonzeros()
-    monkeypatch.setattr(afma, "_COUNT_BLOCK_ELEMENTS", 50)  # one row per block
+    monkeypatch.setattr(afma, "COUNT_BLOCK_ELEMENTS", 50)  # one row per block
     assert torch.equal(attention.row_nonzeros(), whole)
     assert torch.equal(whole, (attention.dense() != 0).sum(-1, keepdim=True).double())

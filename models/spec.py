@@ -1,0 +1,53 @@
+"""What it takes to rebuild a trained model and feed it as it was trained: saved with every checkpoint.
+
+`build_model(**spec.to_dict())` rebuilds the network (SMP `from_pretrained`-style); the input fields say how
+its images were prepared: the data set (its transforms and label set), the scale, the network input sizes
+of training and evaluation, and the normalisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    encoder_name: str = "resnet34"
+    classes: tuple[str, ...] = ()  # class names; the last is unlabelled / background and left out of mIoU
+    att_depth: int | None = 2  # None: the plain SMP model
+    patch_size: int = 10
+    # How its inputs were prepared.
+    dataset: str | None = None
+    scale: float = 1.0
+    train_size: tuple[int, int] | None = None  # (h, w) network input while training
+    eval_size: tuple[int, int] | None = None  # (h, w) network input while evaluating
+    mean: tuple[float, ...] = IMAGENET_MEAN  # on a 0..1 pixel scale, as SMP gives them
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def to_dict(self) -> dict:
+        """JSON-able (lists for tuples): what checkpoints and config.json hold."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown model spec fields {sorted(unknown)}")
+        values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+        return cls(**values)
+
+    def replace(self, **changes) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
+
+
+class SettingError(ValueError):
+    """A model setting that cannot work. `option` is the keyword (the command line maps it to its flag)."""
+
+    def __init__(self, option: str, value, reason: str, hint: str = ""):
+        self.option, self.value, self.reason, self.hint = option, value, reason, hint
+        super().__init__(f"{option}={value!r} is not valid{hint}: {reason}")

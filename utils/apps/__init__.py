@@ -1,0 +1,1 @@
+"""The applications main.py dispatches to: train, evaluate a checkpoint, predict, compare."""

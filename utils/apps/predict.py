@@ -1,0 +1,96 @@
+"""--predict PATH --checkpoint FILE: segment images of any size as the model was evaluated.
+
+Each input goes through its data set's evaluation pipeline (utils/data/transforms.py, split "predict": the
+resize of the resizing data sets, the scale of the others, the same normalisation), is padded to the nearest
+size the model takes, and its prediction is cropped and resized back to the input's own size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.data.datasets import DATASETS, SegmentationDataset
+from utils.data.transforms import Normalizer, build_transforms
+from utils.engine.checkpoint import load_model
+from utils.errors import DataError
+from utils.reporting.plots import colorize
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def predict(path: Path, checkpoint: Path, output_dir: str | None, device: str = "cpu",
+            scale: float | None = None) -> list[Path]:
+    """Write <name>_mask.png (colours), <name>_overlay.png and <name>_labels.png (class indices) per input.
+
+    The checkpoint's spec gives the architecture, classes, data set, normalisation and scale (`scale`
+    overrides the last). Every input is read before the first file is written.
+    """
+    model, _ = load_model(checkpoint)
+    spec = model.spec if scale is None else model.spec.replace(scale=scale)
+    dataset = DATASETS[spec.dataset]
+    files = input_files(path, dataset)
+    images = {file: read_input(file, dataset) for file in files}
+    model.to(device).eval()
+    transform = build_transforms(dataset, "predict", spec.scale)
+    normalizer = Normalizer(spec.mean, spec.std, device)
+    out_dir = Path(output_dir) if output_dir else Path(checkpoint).parent / "predictions"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file, name in zip(files, output_names(files)):
+        image = images[file]
+        labels = segment(model, transform, normalizer, image)
+        colours = colorize(labels, dataset.palette)
+        overlay = cv2.addWeighted(image, 0.5, colours, 0.5, 0)
+        for suffix, picture in (("mask", colours), ("overlay", overlay)):
+            written.append(out_dir / f"{name}_{suffix}.png")
+            cv2.imwrite(str(written[-1]), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        written.append(out_dir / f"{name}_labels.png")
+        cv2.imwrite(str(written[-1]), labels.astype(np.uint8))
+    return written
+
+
+@torch.inference_mode()
+def segment(model, transform, normalizer, image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) class indices at the image's own size."""
+    height, width = image.shape[:2]
+    x = normalizer(transform(image=image)["image"].unsqueeze(0))
+    h, w = x.shape[-2:]
+    valid_h, valid_w = model.valid_size(h, w)
+    x = F.pad(x, (0, valid_w - w, 0, valid_h - h), mode="constant", value=0.0)  # 0: the mean colour
+    logits, _ = model(x)
+    labels = logits[0, :, :h, :w].argmax(0).cpu().numpy().astype(np.uint8)
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST) if (h, w) != (height, width) else labels
+
+
+def read_input(file: Path, dataset) -> np.ndarray:
+    """uint8 RGB: the data set's own reader for its own format (LiTS .npy slices windowed), else an image."""
+    reader = dataset if file.suffix.lower() in dataset.image_suffixes else SegmentationDataset
+    return reader.read_image(file)
+
+
+def input_files(path: Path, dataset) -> list[Path]:
+    """The file, or the folder's files that the data set can read (its own formats and common images)."""
+    suffixes = tuple(dict.fromkeys(dataset.image_suffixes + IMAGE_SUFFIXES))
+    if path.is_file():
+        if path.suffix.lower() not in suffixes:
+            raise DataError(f"--predict {path}: {dataset.name} models read {', '.join(suffixes)} files")
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"--predict {path} does not exist: give an image file or a folder of images")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+    if not files:
+        raise DataError(f"--predict {path} holds no inputs ({', '.join(suffixes)})")
+    return files
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output name per input, never shared: the stem, or stem_extension where stems collide."""
+    stems = [file.stem for file in files]
+    names = [f"{file.stem}_{file.suffix[1:].lower()}" if stems.count(file.stem) > 1 else file.stem for file in files]
+    if len(set(names)) < len(names):  # e.g. a.JPG and a.jpg on a case-sensitive file system
+        names = [file.name.replace(".", "_") for file in files]
+    return names

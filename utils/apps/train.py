@@ -1,0 +1,258 @@
+"""Training a run: data -> model -> train and validate -> test the best epoch -> report.
+
+Everything that can be wrong with the settings or the data fails before the run folder is written.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import albumentations
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from models import WeightsUnavailable, build_model
+from utils.config import RunConfig, run_dir_name
+from utils.data.datasets import DATASETS, build_dataset
+from utils.data.loaders import make_loader
+from utils.data.transforms import Normalizer, build_transforms
+from utils.engine import distributed
+from utils.engine.checkpoint import CheckpointSaver, load_checkpoint, load_model_state
+from utils.engine.device import autocast_dtype, setup_device
+from utils.engine.evaluate import evaluate
+from utils.engine.seeding import rng_state, set_rng_state
+from utils.engine.train import train_one_epoch
+from utils.errors import Interrupted, Terminated, UsageError
+from utils.files import write_csv, write_json
+from utils.losses import AFMALoss
+from utils.reporting import plots
+from utils.reporting.run_figures import draw_run_figures
+from utils.reporting.tables import format_table
+
+FIGURE_IMAGES = 3  # test images shown in predictions.png
+CURVES_EVERY_S = 30  # curves.png is redrawn after an epoch when this long has passed since the last drawing
+
+
+@dataclass(frozen=True)
+class Resume:
+    run_dir: Path
+    state: dict | None  # last.pt; None for a run stopped before its first checkpoint (it starts over)
+
+
+def log(message: str) -> None:
+    if distributed.is_main():
+        print(message, flush=True)
+
+
+def train(config: RunConfig, resume: Resume | None = None) -> dict:
+    """Train, keep the best checkpoint by val mIoU, then test it. Returns {"val": ..., "test": ...}."""
+    device = setup_device(config.device, config.seed, config.deterministic, config.tf32)
+    model, config = build_network(config)
+    splits = load_splits(config, ("train", "val", "test"))
+    check_sizes(model, splits, config)
+    run_dir = resume.run_dir if resume else prepare_run_dir(config)
+    config = config.replace(output_dir=str(run_dir))
+
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(device, config.amp)
+    criterion = AFMALoss(config.class_weights).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=0.5)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device)
+               for split, data in splits.items()}
+    normalizer = Normalizer(config.model.mean, config.model.std, device)
+    start_epoch, best_miou, history, earlier = 1, -1.0, [], []
+    state = resume.state if resume else None
+    if state:
+        load_model_state(model, state, run_dir / "last.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, best_miou, history = state["epoch"] + 1, state["best_miou"], state["history"]
+        earlier = state.get("earlier_metrics", []) + finished_metrics(run_dir, state["epoch"])
+        set_rng_state(state["rng"][min(distributed.rank(), len(state["rng"]) - 1)])
+        log(f"resuming {run_dir} after epoch {state['epoch']} of {config.epochs} (best val mIoU so far {best_miou:.4f})")
+    if distributed.is_main():
+        write_json(run_dir / "config.json", describe_run(config, device))
+    net = wrap(model, device, config.compile)
+    saver = CheckpointSaver(run_dir, config.save_every, enabled=distributed.is_main())
+    board = tensorboard_writer(run_dir)
+    last_drawing = 0.0
+
+    try:
+        for epoch in range(start_epoch, config.epochs + 1):
+            started = time.perf_counter()
+            loaders["train"].sampler.set_epoch(epoch)
+            train_loss = train_one_epoch(net, criterion, optimizer, loaders["train"], normalizer, epoch, amp_dtype, scaler)
+            val = evaluate(net, criterion, loaders["val"], normalizer, config.classes, amp_dtype, desc=f"epoch {epoch} val")
+            history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                            "val_loss": val["loss"], "val_miou": val["miou"], "val_global_iou": val["global_iou"],
+                            "val_accuracy": val["accuracy"], "seconds": round(time.perf_counter() - started, 2)})
+            scheduler.step()
+            improved = val["miou"] > best_miou
+            best_miou = max(best_miou, val["miou"])
+            log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
+                f"val mIoU {val['miou']:.4f}{' (best)' if improved else ''}")
+            rngs = gather_rng_states()  # every rank takes part, whether or not last.pt is written now
+            saver.after_epoch(epoch, epoch == config.epochs, improved, lambda: {
+                "model": model.state_dict(), "model_spec": config.model.to_dict(), "config": config.to_dict(),
+                "epoch": epoch, "best_miou": best_miou, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
+                "history": history, "rng": rngs, "earlier_metrics": earlier})
+            if distributed.is_main():
+                write_csv(run_dir / "history.csv", history)
+                if board:
+                    for key, value in history[-1].items():
+                        if key != "epoch":
+                            board.add_scalar(key, value, epoch)
+                    board.flush()
+                if time.monotonic() - last_drawing >= CURVES_EVERY_S or epoch == config.epochs:
+                    plots.plot_history(history, run_dir / "curves.png")
+                    last_drawing = time.monotonic()
+            distributed.barrier()
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise interrupted(run_dir, stop) from None
+    finally:
+        if board:
+            board.close()
+
+    # The best epoch's weights, on val and test, with the object-size scores.
+    best = load_checkpoint(run_dir / "best.pt", map_location=device)
+    load_model_state(model, best, run_dir / "best.pt")
+    results = {split: evaluate(net, criterion, loaders[split], normalizer, config.classes, amp_dtype,
+                               small_objects=True, desc=f"{split} (best epoch {best['epoch']})")
+               for split in ("val", "test")}
+    if distributed.is_main():
+        summary = {"epochs": config.epochs, "best_epoch": best["epoch"], "scale": config.model.scale}
+        write_json(run_dir / "metrics.json", {**results, "run": summary, "earlier": earlier})
+        log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config.classes))
+        draw_run_figures(run_dir, model, splits["test"], normalizer, history, results, config, FIGURE_IMAGES)
+    return results
+
+
+def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
+    """When a finished run is extended (--resume RUN --epochs N), the summary of its earlier finish."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return []
+    metrics = json.loads(path.read_text())
+    run = metrics.get("run", {})
+    if run.get("epochs") != epoch:
+        return []
+    return [{**run, "val_miou": metrics["val"]["miou"], "test_miou": metrics["test"]["miou"]}]
+
+
+def build_network(config: RunConfig):
+    """The model; if its weights cannot be fetched and --allow-random-init is on, the same at random init."""
+    spec = config.model.to_dict()
+    try:
+        return build_model(encoder_weights=config.encoder_weights, **spec), config
+    except WeightsUnavailable as error:
+        if not config.allow_random_init:
+            raise UsageError(f"{error} (or pass --allow-random-init to fall back to it)") from None
+        log(f"warning: {error}; --allow-random-init: training from random initialisation instead")
+        return build_model(encoder_weights=None, **spec), config.replace(encoder_weights=None)
+
+
+def load_splits(config: RunConfig, names) -> dict:
+    """The splits with their transforms, each checked file by file before any training."""
+    dataset = DATASETS[config.dataset]
+    splits = {}
+    for split in names:
+        transform = build_transforms(dataset, split, config.model.scale)
+        splits[split] = build_dataset(config.dataset, config.data_dir, split, transform)
+        splits[split].validate()
+    return splits
+
+
+def check_sizes(model, splits: dict, config: RunConfig) -> None:
+    """Every split's network input must suit the model: say so now, with the flag that fixes it."""
+    for split, data in splits.items():
+        height, width = data[0][0].shape[-2:]
+        try:
+            model.check_input_size(height, width)
+        except ValueError as error:
+            raise UsageError(f"the {split} crop of --dataset {config.dataset} at --scale {config.model.scale}: {error}; "
+                             f"choose another --scale (or a smaller --att-depth / --patch-size)") from None
+
+
+def prepare_run_dir(config: RunConfig) -> Path:
+    """The run's folder: --output-dir, or a new one under runs/. An existing run is never overwritten; a run
+    stopped before its first checkpoint (config.json alone) is started again."""
+    run_dir = Path(distributed.broadcast_object(config.output_dir or run_dir_name(config)))
+    problem = None
+    if distributed.is_main():
+        if stopped_before_first_checkpoint(run_dir):
+            log(f"{run_dir} holds a run stopped before its first checkpoint: starting it again there")
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            problem = f"--output-dir {run_dir} is not empty: choose a new folder, or --resume {run_dir}"
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    problem = distributed.broadcast_object(problem)  # every rank stops, none waits for the others
+    if problem:
+        raise UsageError(problem)
+    return run_dir
+
+
+def stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "config.json").is_file() and not any(run_dir.glob("*.pt"))
+
+
+def interrupted(run_dir: Path, stop: BaseException) -> Interrupted:
+    """What a Ctrl-C or SIGTERM leaves, and how to go on."""
+    code = 143 if isinstance(stop, Terminated) else 130
+    name = "terminated (SIGTERM)" if code == 143 else "interrupted"
+    last = run_dir / "last.pt"
+    if last.is_file():
+        epoch = load_checkpoint(last)["epoch"]
+        return Interrupted(f"{name}: {last} (epoch {epoch}) is kept; continue with: python main.py --resume {run_dir}",
+                           code)
+    return Interrupted(f"{name} before the first checkpoint: run the same command again, or python main.py --resume "
+                       f"{run_dir}, to start it over", code)
+
+
+def wrap(model, device, compile_model: bool):
+    if distributed.is_distributed():
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(model) if compile_model else model
+
+
+def gather_rng_states() -> list:
+    """Every rank's generator states, so that a resumed multi-process run continues each rank exactly."""
+    if not distributed.is_distributed():
+        return [rng_state()]
+    states = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(states, rng_state())
+    return states
+
+
+def tensorboard_writer(run_dir: Path):
+    """TensorBoard event files in RUN/tensorboard when the tensorboard package is installed (not a dependency)."""
+    if not distributed.is_main():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch.utils.tensorboard needs the tensorboard package
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def describe_run(config: RunConfig, device: torch.device) -> dict:
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "segmentation_models_pytorch": smp.__version__, "albumentations": albumentations.__version__,
+                "numpy": np.__version__}
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {**config.to_dict(), "versions": versions, "device_name": hardware, "world_size": distributed.world_size(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds")}

@@ -1,0 +1,1 @@
+"""Data: the data sets in their published layouts, the paper's augmentations, and the loaders."""

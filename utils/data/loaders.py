@@ -1,0 +1,69 @@
+"""DataLoaders whose shuffling and augmentation are a pure function of (seed, epoch, rank, sample).
+
+`EpochSampler` yields (index, sample_seed) pairs from the main process; the dataset seeds its augmentation
+with sample_seed for that one sample. So worker processes can live for the whole run (persistent workers, no
+start-up cost per epoch), the number of workers changes nothing, and a resumed run draws exactly what the
+uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+
+from utils.engine import distributed
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + distributed.rank()) % 2**63
+
+
+class EpochSampler(Sampler):
+    """Wraps an index sampler; `set_epoch(e)` fixes its order and the augmentation seeds of epoch e."""
+
+    def __init__(self, sampler: Sampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        elif isinstance(self.sampler, RandomSampler):
+            self.sampler.generator.manual_seed(epoch_seed(self.seed, epoch))
+
+    def __iter__(self):
+        base = epoch_seed(self.seed, self.epoch)
+        for index in self.sampler:
+            yield index, (base + 104_729 * index) % 2**32
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader processes when --workers is not given: the cores this process may use, shared by the ranks on
+    this node and less one for the training loop itself, on CUDA (at most 16); 2 on the CPU, where the
+    workers take cores from the computation itself."""
+    if device.type != "cuda":
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(16, cores // local_ranks - 1))
+
+
+def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, device: torch.device) -> DataLoader:
+    """Training: shuffled (DistributedSampler under torchrun), augmentation seeded per sample. Evaluation:
+    in order, an unpadded shard per rank (so summed confusion matrices equal one process's exactly)."""
+    if train:
+        if distributed.is_distributed():
+            indices = DistributedSampler(data, shuffle=True, seed=seed)
+        else:
+            indices = RandomSampler(data, generator=torch.Generator())
+        sampler = EpochSampler(indices, seed)
+    else:
+        sampler = distributed.ShardSampler(len(data)) if distributed.is_distributed() else SequentialSampler(data)
+    return DataLoader(
+        data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+    )

@@ -1,0 +1,1 @@
+"""The engine: the training loop, evaluation, checkpoints, random state, devices and torchrun."""

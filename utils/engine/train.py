@@ -1,0 +1,57 @@
+"""One epoch of training."""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from utils.engine import distributed
+from utils.errors import NonFiniteLoss
+
+# Steps between the loss checks that need the host (progress bar, non-finite loss): each is a device sync.
+CHECK_EVERY = 10
+
+
+def train_one_epoch(model, criterion, optimizer, loader, normalizer, epoch, amp_dtype=None, scaler=None) -> float:
+    """Train one epoch and return the mean loss over all ranks' batches.
+
+    Losses stay on the device; every CHECK_EVERY steps (and at the end) they are read once, for the progress
+    bar and to stop at the first non-finite one, before it can reach a checkpoint.
+    """
+    model.train()
+    device = normalizer.device
+    pending, total, count = [], 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not distributed.is_main(), dynamic_ncols=True)
+    for step, (images, targets) in enumerate(bar, start=1):
+        images, targets = normalizer(images), targets.to(device, non_blocking=True).long()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = model(images)
+            loss = criterion(output, targets)  # the loss itself leaves autocast and works in float32
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        pending.append(loss.detach())
+        if step % CHECK_EVERY == 0 or step == len(loader):
+            values = torch.stack(pending)
+            _stop_if_not_finite(values, epoch, step - len(pending) + 1)
+            total, count = total + values.sum().item(), count + len(values)
+            pending = []
+            bar.set_postfix(loss=f"{values[-1].item():.4f}")
+    totals = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=device))
+    return (totals[0] / totals[1]).item()
+
+
+def _stop_if_not_finite(values: torch.Tensor, epoch: int, first_step: int) -> None:
+    """Raise on every rank at once if any rank saw a non-finite loss, so that no rank waits for the others."""
+    bad = (~torch.isfinite(values)).nonzero().flatten()
+    flag = distributed.all_reduce_sum(torch.tensor([len(bad)], device=values.device))
+    if flag.item() > 0:
+        step = f"step {first_step + bad[0].item()}" if len(bad) else "a step of another rank"
+        raise NonFiniteLoss(
+            f"the training loss became non-finite at epoch {epoch}, {step}: stopped; the checkpoints of the last "
+            f"good epoch are kept (try a lower --lr, or train without --amp)"
+        )

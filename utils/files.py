@@ -1,0 +1,70 @@
+"""One way to write a file: atomically (temporary file, fsync, rename), with the umask's permissions.
+
+A kill at any moment leaves either the old file or the new one, never half of either. Checkpoints, JSON and
+CSV all go through `write_atomic`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path | str, content: bytes | str | Callable[[IO[bytes]], Any]) -> Path:
+    """Write bytes, text (UTF-8) or whatever `content(file)` writes to `path`, atomically.
+
+    The temporary file lives beside `path` (same file system, so the rename is atomic) and gets the mode a
+    plain `open()` would (0666 less the umask), not mkstemp's 0600.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            if callable(content):
+                content(file)
+            else:
+                file.write(content.encode() if isinstance(content, str) else content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def json_safe(value):
+    """NaN and infinities become null: strict JSON readers refuse them, and 'no value' is what they mean."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: Path | str, data) -> Path:
+    return write_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path | str, rows: list[dict]) -> Path:
+    text = io.StringIO()
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, text.getvalue())

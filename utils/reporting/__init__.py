@@ -1,0 +1,1 @@
+"""Reporting: figures, text and markdown tables."""
