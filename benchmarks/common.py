@@ -1,12 +1,129 @@
-"""What both benchmarks measure the same way: device synchronisation and the CPU's peak step memory."""
+"""What the benchmarks measure the same way: main.py's training and evaluation steps, their timing with device
+synchronisation, inputs as main.py's loader delivers them, and the CPU's peak step memory.
+
+The steps are the bodies of `utils.engine.train.train_one_epoch` and `utils.engine.evaluate.evaluate` for one
+batch, without the loader: a uint8 (B, 3, H, W) image batch and a uint8 (B, H, W) label batch on the host
+(pinned on CUDA, as the loader pins them) go through `utils.data.transforms.Normalizer` (the host-to-device
+copy, / 255, mean and std, channels_last on CUDA) and `.long()` on every step, exactly as in main.py.
+"""
 from __future__ import annotations
 
+import os
+import platform
+import shlex
+import sys
+import time
+
 import torch
+
+from utils.metrics import ConfusionMatrix
+
+MIB = 2**20
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def host_batch(batch: int, size: tuple[int, int], classes: int, device: torch.device, seed: int = 0):
+    """Random uint8 images and labels 0..classes-1 on the host, as a loader batch (pinned when it feeds CUDA)."""
+    generator = torch.Generator().manual_seed(seed)
+    h, w = size
+    images = torch.randint(0, 256, (batch, 3, h, w), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, classes, (batch, h, w), dtype=torch.uint8, generator=generator)
+    if device.type == "cuda":
+        images, labels = images.pin_memory(), labels.pin_memory()
+    return images, labels
+
+
+def train_step(model, criterion, optimizer, normalizer, images, labels, amp_dtype=None, scaler=None):
+    """One step of `train_one_epoch` on a fixed host batch, as a closure (returns the loss, left on the device)."""
+    device = normalizer.device
+
+    def step():
+        x, target = normalizer(images), labels.to(device, non_blocking=True).long()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = model(x)
+            loss = criterion(output, target)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def eval_step(model, criterion, normalizer, images, labels, classes: int, amp_dtype=None):
+    """One batch of `evaluate` (forward, loss, argmax, confusion counts; no object-size scores), as a closure."""
+    device = normalizer.device
+    confusion = ConfusionMatrix(classes, device)
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+
+    @torch.inference_mode()
+    def step():
+        x, target = normalizer(images), labels.to(device, non_blocking=True).long()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = model(x)
+            loss = criterion(output, target)
+        loss_sum.add_(torch.stack([loss.double() * len(x), loss_sum.new_tensor(len(x))]))
+        confusion.update(target, output[0].argmax(1))
+        return loss
+
+    return step
+
+
+def seconds_per_step(step, device: torch.device, steps: int, warmup: int) -> float:
+    """Mean seconds of `steps` consecutive steps after `warmup` untimed ones, the device synchronised before
+    and after (not between steps: the host queues the next step while the device runs, as in training)."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def prepare_model(model, device: torch.device, channels_last: bool, compile_model: bool = False):
+    """The model on the device as main.py places it (channels_last on CUDA); optionally torch.compile'd."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile_model else model
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {cpu_cores()} CPU cores"
+    return f"{cpu_model()}, {cpu_cores()} cores, {torch.get_num_threads()} torch threads"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def command_line(module: str, argv) -> str:
+    """The command that reproduces this run."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python", "-m", module, *map(shlex.quote, map(str, argv))])
 
 
 def cpu_peak_memory(step) -> int:

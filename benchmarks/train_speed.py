@@ -1,110 +1,141 @@
-"""Training throughput and peak memory, AFMA vs the plain SMP baseline, for the eight architectures.
+"""Training step time, throughput and peak memory, AFMA vs the plain SMP baseline, for the eight architectures.
 
-    python benchmarks/train_speed.py                                  # CPU: batch 2, 480x640, ResNet34, depth 3
-    python benchmarks/train_speed.py --device cuda --compare-amp      # GPU: fp32 and AMP in one run
-    python benchmarks/train_speed.py --device cuda --amp --archs unet fpn
-    python benchmarks/train_speed.py --size 64 96 --archs unet --steps 1 --patch-size 4 --no-memory  # smoke run
+    python -m benchmarks.train_speed                                   # CPU: batch 2, 480x640, ResNet34, depth 3
+    python -m benchmarks.train_speed --device cuda --compare-amp       # GPU: batch 4 and 16, fp32 and AMP
+    python -m benchmarks.train_speed --device cuda --compare-amp --archs unet --depths 1
+    python -m benchmarks.train_speed --device cuda --amp --archs unet fpn --compile
+    python -m benchmarks.train_speed --size 64 96 --archs unet --steps 1 --patch-size 4 --no-memory  # smoke run
 
-One step is a full training step: zero_grad, forward (under autocast with --amp), AFMALoss (the NLL alone for
-the baseline), backward (scaled when AMP runs in fp16) and an Adam step. The baseline and AFMA of one
-architecture start from the same weights and see the same batch. images/s = batch * steps / time of the timed
-steps (after --warmup untimed ones). Peak memory: torch.cuda.max_memory_allocated over the timed steps on CUDA
-(weights and optimizer state included); on CPU, the profiler's peak of the memory allocated during one step.
-The markdown table goes to --out (default benchmarks/results/train_speed_<device>.md) and to stdout.
-GPU targets: AMP >= 1.8x the fp32 images/s; AFMA step time <= 1.2x the baseline's at depth 3.
+Run it from the repository root. One step is main.py's training step (utils.engine.train.train_one_epoch for
+one batch, without the loader): a uint8 image batch and uint8 labels on the host (pinned on CUDA) go through
+utils.data.transforms.Normalizer (copy to the device, / 255, mean / std, channels_last on CUDA) and .long();
+forward under autocast (--amp), AFMALoss (the NLL alone for the baseline), zero_grad, backward (scaled by a
+GradScaler when AMP runs in fp16) and an Adam step. The model is placed as main.py places it: channels_last on
+CUDA (--no-channels-last to compare), TF32 for float32 on CUDA unless --no-tf32, cudnn.benchmark on
+(utils.engine.device.setup_device), torch.compile with --compile. The baseline and AFMA of one architecture
+start from the same weights and see the same batch.
+
+ms/step = time of --steps consecutive steps after --warmup untimed ones, synchronised before and after, / steps;
+images/s = batch / (ms/step). Peak memory: torch.cuda.max_memory_allocated over the timed steps on CUDA
+(weights and optimizer state included); on CPU, the profiler's peak of the memory allocated during one fp32
+step (--no-memory skips it). The markdown table goes to --out (default
+benchmarks/results/train_speed_<device>.md) and to stdout.
+
+GPU targets (480x640, channels_last, all 8 architectures, batch 4 and 16, fp32 and AMP):
+  AFMA / baseline step time <= 1.2x at depth 3 and <= 1.35x at depth 1;
+  AMP images/s >= fp32's at batch 4 (never slower), and >= 1.4x fp32's at batch 16 for UNet.
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from models import ARCHITECTURES, build_model  # noqa: E402
-from benchmarks.common import cpu_peak_memory, synchronize  # noqa: E402
-from utils.engine import autocast_dtype  # noqa: E402
-from utils.losses import AFMALoss  # noqa: E402
+from benchmarks.common import MIB, command_line, cpu_peak_memory, device_name, host_batch, prepare_model, \
+    seconds_per_step, synchronize, train_step
+from models import ARCHITECTURES, build_model
+from utils.data.transforms import Normalizer
+from utils.engine.device import autocast_dtype, setup_device
+from utils.losses import AFMALoss
 
-TARGETS = {"amp_speedup": 1.8, "afma_ratio": 1.2, "depth": 3}
-MIB = 2**20
+ROOT = Path(__file__).resolve().parents[1]
+# AFMA / baseline step time, per attention depth.
+RATIO_TARGETS = {3: 1.2, 1: 1.35}
+# AMP images/s / fp32 images/s, per batch size: (minimum, the architectures it applies to; None: all).
+AMP_TARGETS = {4: (1.0, None), 16: (1.4, ("unet",))}
 
 
 @dataclass
 class Result:
-    images_per_s: float
     step_ms: float
     peak_mib: float | None
+
+    def images_per_s(self, batch: int) -> float:
+        return 1000 * batch / self.step_ms
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true", help="autocast: bf16 where supported, else fp16 + GradScaler")
-    parser.add_argument("--compare-amp", action="store_true", help="time AFMA in fp32 and with AMP in one run")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", help="time with autocast only: bf16 where supported, else "
+                        "fp16 + GradScaler")
+    parser.add_argument("--compare-amp", action="store_true", help="time float32 and AMP in one run")
     parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument("--depth", type=int, default=3, help="AFMA attention depth")
+    parser.add_argument("--depths", "--depth", dest="depths", type=int, nargs="+", default=[3],
+                        help="AFMA attention depths (the baseline is timed once for all)")
     parser.add_argument("--patch-size", type=int, default=10)
     parser.add_argument("--classes", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, help="default 4 on cuda, 2 on cpu")
+    parser.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", type=int, nargs="+",
+                        help="default 4 16 on cuda, 2 on cpu")
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
-    parser.add_argument("--steps", type=int, help="timed steps (default 5 on cuda, 2 on cpu)")
-    parser.add_argument("--warmup", type=int, help="untimed steps first (default 2 on cuda, 1 on cpu)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default on for cuda")
+    parser.add_argument("--steps", type=int, help="timed steps (default 10 on cuda, 2 on cpu)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 3 on cuda, 1 on cpu; at least 1 "
+                        "with --compile)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                        help="channels_last model and input (default: on for cuda, as main.py)")
+    parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                        help="CUDA: TF32 for float32 matrix products and convolutions (default on, as main.py)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
     parser.add_argument("--no-memory", action="store_true", help="skip the (slow) CPU peak-memory measurement")
     parser.add_argument("--out", type=Path, help="default benchmarks/results/train_speed_<device>.md")
     args = parser.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"
-    defaults = {"batch_size": (4, 2), "steps": (5, 2), "warmup": (2, 1), "channels_last": (True, False)}
+    defaults = {"batch_sizes": ([4, 16], [2]), "steps": (10, 2), "warmup": (3, 1), "channels_last": (True, False)}
     for name, (on_cuda, on_cpu) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, on_cuda if cuda else on_cpu)
+    if args.compile:
+        args.warmup = max(args.warmup, 1)
+    if args.steps < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
+        parser.error("--steps and --batch-sizes must be at least 1, --warmup at least 0")
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / f"train_speed_{torch.device(args.device).type}.md"
     return args
 
 
-def measure(args, arch, depth, init, x, target, dtype, cpu_memory=True) -> Result:
+def precisions(args, device) -> list[torch.dtype | None]:
+    """None stands for float32 (TF32 on CUDA when --tf32)."""
+    amp = autocast_dtype(device, True)
+    if args.compare_amp:
+        return [None, amp]
+    return [amp] if args.amp else [None]
+
+
+def precision_name(dtype) -> str:
+    return "fp32" if dtype is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def measure(args, arch, depth, init, batch, device, dtype, cpu_memory=True) -> Result:
     """Time one variant (depth None: the baseline; dtype None: fp32) from the shared initial weights `init`."""
-    device = x.device
     torch.manual_seed(0)
     model = build_model(arch, args.encoder, None, args.classes, depth, args.patch_size)
     model.net.load_state_dict(init)
-    model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format).train()
+    model.train()
+    net = prepare_model(model, device, args.channels_last, args.compile)
     criterion = AFMALoss().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = criterion(model(x), target)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    normalizer = Normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), device)
+    normalizer.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    images, labels = host_batch(batch, tuple(args.size), args.classes, device)
+    step = train_step(net, criterion, optimizer, normalizer, images, labels, dtype, scaler)
     for _ in range(args.warmup):
         step()
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    synchronize(device)
-    elapsed = time.perf_counter() - start
+    seconds = seconds_per_step(step, device, args.steps, warmup=0)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / MIB
     else:
         peak = cpu_peak_memory(step) / MIB if cpu_memory and not args.no_memory else None
-    return Result(args.batch_size * args.steps / elapsed, 1000 * elapsed / args.steps, peak)
+    return Result(1000 * seconds, peak)
 
 
 def free_memory(device: torch.device) -> None:
@@ -116,63 +147,111 @@ def free_memory(device: torch.device) -> None:
 def check_sizes(args) -> None:
     """Fail fast, before any timing, when an architecture cannot take --size (built on the meta device: free)."""
     for arch in args.archs:
-        with torch.device("meta"):
-            model = build_model(arch, args.encoder, None, args.classes, args.depth, args.patch_size)
-        try:
-            model.check_input_size(*args.size)
-        except ValueError as error:
-            h, w = args.size
-            sys.exit(f"--size {h} {w} with {arch} (depth {args.depth}, patch {args.patch_size}): {error}")
+        for depth in args.depths:
+            try:
+                with torch.device("meta"):
+                    model = build_model(arch, args.encoder, None, args.classes, depth, args.patch_size)
+                model.check_input_size(*args.size)
+            except ValueError as error:
+                h, w = args.size
+                sys.exit(f"--size {h} {w} with {arch} (depth {depth}, patch {args.patch_size}): {error}")
 
 
-def report(args, device, rows) -> str:
+def ratio_verdict(depth, ratio) -> tuple[str, bool | None]:
+    target = RATIO_TARGETS.get(depth)
+    if target is None:
+        return "-", None
+    ok = ratio <= target
+    return f"<= {target}x: {'met' if ok else 'MISSED'}", ok
+
+
+def amp_verdict(arch, batch, speedup) -> tuple[str, bool | None]:
+    minimum, archs = AMP_TARGETS.get(batch, (None, None))
+    if minimum is None or (archs is not None and arch not in archs):
+        return "-", None
+    ok = speedup >= minimum
+    return f">= {minimum}x: {'met' if ok else 'MISSED'}", ok
+
+
+def report(args, device, rows, argv) -> str:
+    """rows: {(arch, batch, dtype): {None: baseline Result, depth: AFMA Result, ...}}."""
     h, w = args.size
-    compare = args.compare_amp
-    amp = str(autocast_dtype(device, True)).removeprefix("torch.")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    dtype = ("float32; AMP column: " if compare else "") + (f"{amp} autocast" if compare or args.amp else "float32")
+    kinds = sorted({precision_name(dtype) for _, _, dtype in rows}, key=["fp32", "bf16", "fp16"].index)
+    layout = "channels_last" if args.channels_last else "contiguous (NCHW)"
+    tf32 = f" (TF32 {'on' if args.tf32 else 'off'})" if device.type == "cuda" else ""
     lines = [
         "# Training speed: AFMA vs baseline",
         "",
-        f"- device: {name}",
-        f"- torch {torch.__version__}, dtype {dtype}{', channels_last' if args.channels_last else ''}",
-        f"- size {h}x{w}, batch {args.batch_size}, encoder {args.encoder}, AFMA depth {args.depth}, "
-        f"patch {args.patch_size}, {args.classes} classes, {args.steps} timed steps after {args.warmup} warm-up",
+        f"- device: {device_name(device)}",
+        f"- torch {torch.__version__}; precision {', '.join(kinds)}{tf32 if 'fp32' in kinds else ''}; {layout}"
+        f"{'; torch.compile' if args.compile else ''}",
+        f"- input {h}x{w}, uint8 -> Normalizer as in main.py; batch {', '.join(map(str, args.batch_sizes))}; "
+        f"encoder {args.encoder}; AFMA depth {', '.join(map(str, args.depths))}; patch {args.patch_size}; "
+        f"{args.classes} classes; {args.steps} timed steps after {args.warmup} warm-up",
+        f"- command: `{command_line('benchmarks.train_speed', argv)}`",
         f"- date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
+        "## Step time",
+        "",
     ]
-    header = ["arch", "baseline img/s", "baseline ms/step", "AFMA img/s", "AFMA ms/step", "AFMA / baseline step time",
-              "baseline peak MiB", "AFMA peak MiB"] + (["AFMA AMP img/s", "AMP speed-up"] if compare else [])
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = ["arch", "depth", "batch", "precision", "baseline ms/step", "AFMA ms/step", "AFMA / baseline",
+              "target", "baseline img/s", "AFMA img/s", "baseline peak MiB", "AFMA peak MiB"]
+    lines += table_head(header)
     mib = lambda value: "-" if value is None else f"{value:.0f}"  # noqa: E731
-    for arch, (base, afma, afma_amp) in rows.items():
-        cells = [arch, f"{base.images_per_s:.2f}", f"{base.step_ms:.1f}", f"{afma.images_per_s:.2f}",
-                 f"{afma.step_ms:.1f}", f"{afma.step_ms / base.step_ms:.2f}x", mib(base.peak_mib), mib(afma.peak_mib)]
-        if compare:
-            cells += [f"{afma_amp.images_per_s:.2f}", f"{afma_amp.images_per_s / afma.images_per_s:.2f}x"]
-        lines.append("| " + " | ".join(cells) + " |")
-    if device.type == "cuda":
-        lines += ["", targets_line(args, rows)]
+    ratio_checks = []
+    for (arch, batch, dtype), results in rows.items():
+        base = results[None]
+        for depth in args.depths:
+            afma = results[depth]
+            ratio = afma.step_ms / base.step_ms
+            verdict, ok = ratio_verdict(depth, ratio)
+            if ok is not None:
+                ratio_checks.append((ok, f"{arch} depth {depth} batch {batch} {precision_name(dtype)} ({ratio:.2f}x)"))
+            lines.append(table_row([arch, depth, batch, precision_name(dtype), f"{base.step_ms:.1f}",
+                                    f"{afma.step_ms:.1f}", f"{ratio:.2f}x", verdict,
+                                    f"{base.images_per_s(batch):.2f}", f"{afma.images_per_s(batch):.2f}",
+                                    mib(base.peak_mib), mib(afma.peak_mib)]))
+    amp_checks = []
+    if args.compare_amp:
+        amp = autocast_dtype(device, True)
+        lines += ["", f"## AMP ({precision_name(amp)} autocast) vs fp32: images/s ratio", ""]
+        lines += table_head(["arch", "depth", "batch", "baseline AMP / fp32", "AFMA AMP / fp32", "target (AFMA)"])
+        for (arch, batch, dtype), results in rows.items():
+            if dtype is not None:
+                continue
+            low = rows[(arch, batch, amp)]
+            base_speedup = results[None].step_ms / low[None].step_ms
+            for depth in args.depths:
+                speedup = results[depth].step_ms / low[depth].step_ms
+                verdict, ok = amp_verdict(arch, batch, speedup)
+                if ok is not None:
+                    amp_checks.append((ok, f"{arch} depth {depth} batch {batch} ({speedup:.2f}x)"))
+                lines.append(table_row([arch, depth, batch, f"{base_speedup:.2f}x", f"{speedup:.2f}x", verdict]))
+    lines += ["", "## Targets", ""]
+    if device.type != "cuda":
+        lines.append("(The targets are for CUDA at 480x640; on the CPU they are shown for reference only.)")
+        lines.append("")
+    lines.append("- AFMA / baseline step time " + " and ".join(f"<= {t}x at depth {d}" for d, t in RATIO_TARGETS.items())
+                 + ": " + summary(ratio_checks, "no row at those depths"))
+    amp_rule = ("AMP images/s >= fp32's at batch 4 (every architecture), >= 1.4x at batch 16 (UNet), AFMA model: ")
+    lines.append("- " + amp_rule + (summary(amp_checks, "no row at batch 4 or 16") if args.compare_amp
+                                     else "not checked (run with --compare-amp)"))
     return "\n".join(lines) + "\n"
 
 
-def targets_line(args, rows) -> str:
-    def verdict(ok):
-        met = [arch for arch in rows if ok(*rows[arch])]
-        missed = [arch for arch in rows if arch not in met]
-        return f"met by {', '.join(met) or 'none'}" + (f"; missed by {', '.join(missed)}" if missed else "")
+def summary(checks, none) -> str:
+    if not checks:
+        return none
+    missed = [name for ok, name in checks if not ok]
+    return f"met in {len(checks) - len(missed)} of {len(checks)}" + (f"; missed by {', '.join(missed)}" if missed else "")
 
-    ratio = f"AFMA / baseline step time <= {TARGETS['afma_ratio']}x at depth {TARGETS['depth']}: "
-    if args.depth == TARGETS["depth"]:
-        ratio += verdict(lambda base, afma, _: afma.step_ms <= TARGETS["afma_ratio"] * base.step_ms)
-    else:
-        ratio += f"not checked (measured at depth {args.depth})"
-    speedup = f"AMP >= {TARGETS['amp_speedup']}x fp32 img/s: "
-    if args.compare_amp:
-        speedup += verdict(lambda _, afma, amp: amp.images_per_s >= TARGETS["amp_speedup"] * afma.images_per_s)
-    else:
-        speedup += "not checked (run with --compare-amp)"
-    return f"GPU targets: {ratio}. {speedup}."
+
+def table_head(header) -> list[str]:
+    return [table_row(header), "|" + "---|" * len(header)]
+
+
+def table_row(cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
 
 
 def main(argv=None) -> str:
@@ -181,30 +260,22 @@ def main(argv=None) -> str:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available here; run on a GPU machine or use --device cpu")
     check_sizes(args)
-    main_dtype = autocast_dtype(device, True) if args.amp and not args.compare_amp else None
-    torch.manual_seed(0)
-    h, w = args.size
-    x = torch.randn(args.batch_size, 3, h, w, device=device)
-    if args.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    target = torch.randint(0, args.classes, (args.batch_size, h, w), device=device)
+    device = setup_device(args.device, seed=0, deterministic=False, tf32=args.tf32)
     rows = {}
     for arch in args.archs:
         torch.manual_seed(0)
         init = build_model(arch, args.encoder, None, args.classes, None).net.state_dict()
-        base = measure(args, arch, None, init, x, target, main_dtype)
-        free_memory(device)
-        afma = measure(args, arch, args.depth, init, x, target, main_dtype)
-        free_memory(device)
-        afma_amp = None
-        if args.compare_amp:
-            afma_amp = measure(args, arch, args.depth, init, x, target, autocast_dtype(device, True), cpu_memory=False)
-            free_memory(device)
-        rows[arch] = (base, afma, afma_amp)
-        print(f"{arch}: baseline {base.images_per_s:.2f} img/s, AFMA {afma.images_per_s:.2f} img/s",
-              file=sys.stderr, flush=True)
+        for batch in args.batch_sizes:
+            for dtype in precisions(args, device):
+                results = rows[(arch, batch, dtype)] = {}
+                for depth in [None, *args.depths]:
+                    results[depth] = measure(args, arch, depth, init, batch, device, dtype, cpu_memory=dtype is None)
+                    free_memory(device)
+                afma = ", ".join(f"AFMA depth {d} {results[d].step_ms:.1f}" for d in args.depths)
+                print(f"{arch} batch {batch} {precision_name(dtype)}: ms/step baseline {results[None].step_ms:.1f}, "
+                      f"{afma}", file=sys.stderr, flush=True)
         del init
-    table = report(args, device, rows)
+    table = report(args, device, rows, argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
     print(table, end="")

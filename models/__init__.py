@@ -89,7 +89,17 @@ def normalisation(encoder_name: str, encoder_weights: str | None) -> tuple[tuple
     except (KeyError, ValueError) as error:
         raise SettingError("encoder_weights", encoder_weights, f"encoder {encoder_name} has no such weights "
                            f"({error.args[0] if error.args else error})") from None
+    except OSError as error:  # SMP fetches the weights' config.json from the hub
+        raise weights_unavailable(encoder_name, encoder_weights, error) from error
     return tuple(params["mean"]), tuple(params["std"])
+
+
+def weights_unavailable(encoder_name: str, encoder_weights: str, error: Exception) -> WeightsUnavailable:
+    return WeightsUnavailable(
+        f"could not fetch {encoder_weights!r} weights for encoder {encoder_name} ({type(error).__name__}); connect "
+        f"to the internet or pre-fill the Hugging Face cache, or train from random initialisation with "
+        f"--encoder-weights none"
+    )
 
 
 def _create(arch: str, encoder_name: str, encoder_weights: str | None, classes: int):
@@ -102,11 +112,7 @@ def _create(arch: str, encoder_name: str, encoder_weights: str | None, classes: 
     except OSError as error:  # the download: offline, proxy, HTTP error, a missing file in the hub's cache
         if encoder_weights is None:
             raise
-        raise WeightsUnavailable(
-            f"could not fetch {encoder_weights!r} weights for encoder {encoder_name} "
-            f"({type(error).__name__}); connect to the internet or pre-fill the Hugging Face cache, "
-            f"or train from random initialisation with --encoder-weights none"
-        ) from error
+        raise weights_unavailable(encoder_name, encoder_weights, error) from error
 
 
 def _check_choice(option: str, value: str, choices) -> None:

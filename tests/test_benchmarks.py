@@ -1,11 +1,16 @@
-"""benchmarks/train_speed.py: a tiny end-to-end run writes the markdown table; bad requests exit with one line."""
+"""benchmarks/: tiny end-to-end runs write their markdown tables with consistent numbers; the GPU defaults and
+targets; the generated data set; bad requests exit with one line."""
+import cv2
+import numpy as np
 import pytest
 import torch
 
-from benchmarks import train_speed
+import main as main_py
+from benchmarks import afma_speed, epoch_speed, train_speed
+from utils.data.datasets import CamVid
 
-TINY = ["--size", "64", "96", "--steps", "1", "--warmup", "0", "--batch-size", "1", "--encoder", "resnet18",
-        "--patch-size", "4", "--no-memory"]
+TINY = ["--size", "32", "64", "--steps", "1", "--warmup", "0", "--encoder", "resnet18", "--patch-size", "4",
+        "--no-memory"]
 
 
 @pytest.fixture
@@ -17,29 +22,85 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def table_rows(text):
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+def table_rows(text, first_column):
+    """The markdown table whose header starts with `first_column`: (header, body rows)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_column} |"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
     header, separator, body = rows[0], rows[1], rows[2:]
-    assert all(set(cell) == {"-"} for cell in separator)
+    assert all(set(cell) == {"-"} for cell in separator) and len(separator) == len(header)
+    assert all(len(row) == len(header) for row in body)
     return header, body
 
 
+def number(cell):
+    return float(cell.rstrip("x"))
+
+
+# ------------------------------------------------------------------------------------------- train_speed
 def test_train_speed_writes_table(tmp_path, one_thread):
     out = tmp_path / "results" / "x.md"
-    printed = train_speed.main(TINY + ["--archs", "unet", "fpn", "--out", str(out)])
+    printed = train_speed.main(TINY + ["--archs", "unet", "fpn", "--batch-sizes", "1", "2", "--out", str(out)])
     text = out.read_text()
     assert text == printed
-    assert "torch " + torch.__version__ in text and "64x96" in text and "resnet18" in text
-    header, body = table_rows(text)
-    assert header[:2] == ["arch", "baseline img/s"] and "AFMA img/s" in header and "AFMA peak MiB" in header
-    assert [row[0] for row in body] == ["unet", "fpn"]
+    assert "torch " + torch.__version__ in text and "32x64" in text and "resnet18" in text
+    assert "uint8 -> Normalizer" in text and "python -m benchmarks.train_speed" in text
+    header, body = table_rows(text, "arch")
+    assert header[:4] == ["arch", "depth", "batch", "precision"]
+    # Every arch x batch at the default depth 3, in float32 only (no --amp / --compare-amp).
+    assert [tuple(row[:4]) for row in body] == [(arch, "3", batch, "fp32") for arch in ("unet", "fpn") for batch in "12"]
+    column = {name: i for i, name in enumerate(header)}
     for row in body:
-        assert len(row) == len(header)
-        for column, cell in zip(header[1:], row[1:]):
-            if "MiB" in column:
-                assert cell == "-"  # --no-memory
-            else:
-                assert float(cell.rstrip("x")) > 0, (column, cell)
+        base, afma = number(row[column["baseline ms/step"]]), number(row[column["AFMA ms/step"]])
+        assert base > 0 and afma > 0
+        assert number(row[column["AFMA / baseline"]]) == pytest.approx(afma / base, abs=0.01)
+        assert number(row[column["AFMA img/s"]]) == pytest.approx(1000 * int(row[2]) / afma, rel=0.01)
+        assert number(row[column["baseline img/s"]]) == pytest.approx(1000 * int(row[2]) / base, rel=0.01)
+        assert row[column["baseline peak MiB"]] == row[column["AFMA peak MiB"]] == "-"  # --no-memory
+        assert row[column["target"]].startswith("<= 1.2x: ")
+    assert "not checked (run with --compare-amp)" in text and "## AMP" not in text
+    assert "AFMA / baseline step time <= 1.2x at depth 3 and <= 1.35x at depth 1: met in" in text
+
+
+def test_train_speed_compare_amp_shares_the_baseline_between_depths(tmp_path, one_thread):
+    text = train_speed.main(TINY + ["--archs", "unet", "--batch-size", "1", "--depths", "1", "3", "--compare-amp",
+                                    "--no-tf32", "--out", str(tmp_path / "amp.md")])
+    header, body = table_rows(text, "arch")
+    assert [(row[1], row[3]) for row in body] == [("1", "fp32"), ("3", "fp32"), ("1", "bf16"), ("3", "bf16")]
+    base, ms = header.index("baseline ms/step"), header.index("AFMA ms/step")
+    assert body[0][base] == body[1][base] and body[2][base] == body[3][base]  # one baseline per precision
+    assert body[0][header.index("target")].startswith("<= 1.35x")
+    amp_header, amp_body = table_rows(text[text.index("## AMP (bf16 autocast) vs fp32"):], "arch")
+    assert amp_header == ["arch", "depth", "batch", "baseline AMP / fp32", "AFMA AMP / fp32", "target (AFMA)"]
+    assert [row[:3] + row[5:] for row in amp_body] == [["unet", "1", "1", "-"], ["unet", "3", "1", "-"]]
+    for depth, (fp32, bf16) in enumerate(((body[0], body[2]), (body[1], body[3]))):
+        assert number(amp_body[depth][4]) == pytest.approx(number(fp32[ms]) / number(bf16[ms]), abs=0.01)
+        assert number(amp_body[depth][3]) == pytest.approx(number(fp32[base]) / number(bf16[base]), abs=0.01)
+    assert "AFMA model: no row at batch 4 or 16" in text
+
+
+def test_train_speed_gpu_defaults_and_flags():
+    args = train_speed.parse_args(["--device", "cuda"])
+    assert args.batch_sizes == [4, 16] and args.channels_last and args.tf32 and not args.compile
+    assert args.depths == [3] and args.size == [480, 640] and args.steps >= 5 and args.warmup >= 1
+    assert args.out.name == "train_speed_cuda.md"
+    args = train_speed.parse_args(["--no-tf32", "--compile", "--warmup", "0", "--batch-size", "3"])
+    assert not args.tf32 and args.compile and args.warmup == 1  # compiling happens in the warm-up, never timed
+    assert args.batch_sizes == [3] and not args.channels_last and args.out.name == "train_speed_cpu.md"
+
+
+def test_train_speed_targets():
+    assert train_speed.ratio_verdict(3, 1.19) == ("<= 1.2x: met", True)
+    assert train_speed.ratio_verdict(3, 1.21)[1] is False
+    assert train_speed.ratio_verdict(1, 1.3)[1] is True and train_speed.ratio_verdict(1, 1.4)[1] is False
+    assert train_speed.ratio_verdict(2, 9.0) == ("-", None)
+    assert train_speed.amp_verdict("fpn", 4, 0.99)[1] is False and train_speed.amp_verdict("fpn", 4, 1.0)[1]
+    assert train_speed.amp_verdict("unet", 16, 1.39)[1] is False and train_speed.amp_verdict("unet", 16, 1.4)[1]
+    assert train_speed.amp_verdict("fpn", 16, 0.5) == ("-", None)  # the batch-16 target is UNet's
 
 
 def test_invalid_size_exits_with_message(tmp_path):
@@ -50,7 +111,71 @@ def test_invalid_size_exits_with_message(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_without_cuda_exits_with_message(tmp_path):
+@pytest.mark.parametrize("module", [train_speed, afma_speed, epoch_speed])
+def test_cuda_without_cuda_exits_with_message(module, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        train_speed.main(["--device", "cuda", "--out", str(tmp_path / "x.md")])
+        module.main(["--device", "cuda", "--out", str(tmp_path / "x.md")])
     assert "cuda" in str(exit_info.value).lower()
+    assert not (tmp_path / "x.md").exists()
+
+
+# -------------------------------------------------------------------------------------------- afma_speed
+def test_afma_speed_writes_table(tmp_path, one_thread):
+    out = tmp_path / "afma.md"
+    text = afma_speed.main(["--size", "64", "96", "--encoder", "resnet18", "--patch-size", "4", "--depths", "2",
+                            "--repeats", "1", "--batch-size", "1", "--no-memory", "--out", str(out)])
+    assert out.read_text() == text and "python -m benchmarks.afma_speed" in text
+    header, body = table_rows(text, "depth")
+    assert [row[0] for row in body] == ["2"]
+    base, afma, literal = (number(cell) for cell in body[0][1:4])
+    assert min(base, afma, literal) > 0
+    assert number(body[0][4]) == pytest.approx(afma / base, abs=0.01)
+    assert body[0][header.index("(c) peak mem AFMA / baseline")] == "-"
+
+
+# ------------------------------------------------------------------------------------------- epoch_speed
+def test_make_dataset_writes_camvid_frames(tmp_path):
+    counts = {"train": 3, "val": 2, "test": 1}
+    description = epoch_speed.make_dataset(tmp_path / "synthetic", counts, (96, 72), "synthetic")
+    assert "generated" in description
+    for split, count in counts.items():
+        data = CamVid(tmp_path / "synthetic", split)
+        assert len(data) == count
+        data.validate()  # pairs, sizes and label values 0..11 as main.py checks them
+    label = cv2.imread(str(tmp_path / "synthetic" / "trainannot" / "train_00000.png"), cv2.IMREAD_UNCHANGED)
+    image = cv2.imread(str(tmp_path / "synthetic" / "train" / "train_00000.png"))
+    assert label.shape == (72, 96) and image.shape == (72, 96, 3)
+    assert len(np.unique(label)) >= 4 and label.max() <= 11  # structured, not one flat class
+    # The bundled sample's frames, resized to another frame size.
+    assert "bundled sample" in epoch_speed.make_dataset(tmp_path / "sample", {"train": 2}, (96, 72))
+    assert cv2.imread(str(tmp_path / "sample" / "train" / "train_00001.png")).shape == (72, 96, 3)
+
+
+def test_epoch_speed_passes_main_flags_through():
+    args = epoch_speed.parse_args(["--device", "cpu", "--arch", "fpn", "--att-depth", "3", "--batch-size", "4",
+                                   "--scale", "0.5", "--workers", "3", "--save-every", "0", "--no-amp", "--compile"])
+    argv = epoch_speed.main_argv(args, "data", "run")
+    parsed, explicit = main_py.parse_args(argv)
+    assert explicit == {"data_dir": "data", "epochs": 4, "output_dir": "run", "device": "cpu", "arch": "fpn",
+                        "att_depth": "3", "batch_size": 4, "scale": 0.5, "workers": "3", "save_every": 0.0,
+                        "amp": False, "compile": True}
+
+
+def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
+    out = tmp_path / "epoch.md"
+    text = epoch_speed.main(["--device", "cpu", "--train", "2", "--val", "2", "--test", "1", "--scale", "0.125",
+                             "--encoder", "resnet18", "--patch-size", "4", "--batch-size", "2", "--epochs", "2",
+                             "--workers", "0", "--steps", "1", "--warmup", "1", "--tmp-dir", str(tmp_path),
+                             "--out", str(out)])
+    assert out.read_text() == text and "python -m benchmarks.epoch_speed" in text
+    assert "unet-resnet18" in text and "training crop 64x96, evaluation 96x128" in text
+    header, body = table_rows(text, "epoch")
+    assert header == ["epoch", "wall s", "compute s", "efficiency", "cycle s", "compute / cycle"]
+    assert [row[0] for row in body] == ["1", "2"]
+    for row in body:
+        wall, compute, efficiency, cycle, busy = map(number, row[1:])
+        assert wall > 0 and compute > 0 and 0 < efficiency <= 1.5
+        assert efficiency == pytest.approx(compute / wall, abs=0.01)
+        assert cycle >= wall - 0.01 and busy == pytest.approx(compute / cycle, abs=0.01)  # the cycle holds the epoch
+    assert "efficiency >= 0.85 from epoch 2" in text
+    assert list(tmp_path.glob("epoch_speed_*")) == []  # the temporary data set and run are gone

@@ -73,8 +73,16 @@ def test_label_value_out_of_range(tiny_camvid, tmp_path, capsys):
 
 
 def test_size_the_model_cannot_take(tiny_camvid, tmp_path, capsys):
-    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--att-depth", "5")
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--arch", "pan", "--att-depth", "off")
     assert "--scale 0.125" in message and "64x96" in message and "nearest valid size is 128x128" in message
+
+
+def test_patch_that_cannot_fit_is_refused_before_any_memory_is_allocated(tiny_camvid, tmp_path, capsys):
+    """A 200x200 patch would need a 40000 x 80000 patch transform (12.8 GB): refused from the sizes alone."""
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--patch-size", "200")
+    assert "--patch-size 200" in message and "at most 16" in message and "--scale" in message
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--att-depth", "5")
+    assert "--patch-size 4" in message and "stride 32" in message and "--scale than 0.125" in message
 
 
 @pytest.mark.parametrize("option,value,words", [
@@ -100,8 +108,9 @@ def trained(tiny_camvid, tmp_path):
 def test_checkpoint_of_another_model(trained, tiny_camvid, tmp_path, capsys):
     message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "best.pt", "--arch", "fpn")
     assert str(trained / "best.pt") in message and "arch='unet'" in message and "arch='fpn'" in message
+    assert "--arch" in message
     state = torch.load(trained / "best.pt", weights_only=True)
-    state["config"]["classes"] = state["config"]["classes"][:5]
+    state["model_spec"]["classes"] = state["model_spec"]["classes"][:5]
     torch.save(state, trained / "five.pt")
     message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "five.pt")
     assert "five.pt" in message and "classes" in message

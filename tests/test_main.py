@@ -24,23 +24,26 @@ def test_run_writes_its_folder_and_the_best_checkpoint_reproduces_test_miou(tiny
     assert run_main("--data-dir", tiny_camvid, "--epochs", 2, "--output-dir", out) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
-    assert config["arch"] == "unet" and config["att_depth"] == 2 and config["seed"] == 0
+    assert config["model"]["arch"] == "unet" and config["model"]["att_depth"] == 2 and config["seed"] == 0
+    assert config["sources"]["epochs"] == "flag" and config["sources"]["milestones"] == "default"
     assert {"torch", "segmentation_models_pytorch"} <= set(config["versions"]) and config["device"] == "cpu"
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and all(float(r["train_loss"]) > 0 for r in rows)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"val", "test"}
-    for split in metrics.values():
+    assert {"val", "test"} <= set(metrics) and metrics["run"]["epochs"] == 2
+    for split in (metrics["val"], metrics["test"]):
         assert {"miou", "global_iou", "accuracy", "loss", "per_class_iou"} <= set(split)
         assert list(split["per_class_iou"])[:3] == ["sky", "building", "pole"] and len(split["per_class_iou"]) == 11
     best = torch.load(out / "best.pt", weights_only=True)
     last = torch.load(out / "last.pt", weights_only=True)
-    assert best["config"]["arch"] == "unet" and last["epoch"] == 2
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "best_miou", "history", "rng"} <= set(last)
-    # Reloading best.pt through the evaluation entry point gives the recorded test mIoU.
+    assert best["model_spec"]["arch"] == "unet" and best["model_spec"]["scale"] == 0.125 and last["epoch"] == 2
+    assert {"model", "model_spec", "optimizer", "scheduler", "scaler", "epoch", "best_miou", "history", "rng"} <= set(last)
+    # Reloading best.pt through the evaluation entry point, with no model flags (not even the run's --scale,
+    # --encoder and --patch-size), gives the recorded test mIoU.
     capsys.readouterr()
     evaluated = tmp_path / "evaluated"
-    assert run_main("--data-dir", tiny_camvid, "--checkpoint", out / "best.pt", "--output-dir", evaluated) == 0
+    assert main.main(["--data-dir", str(tiny_camvid), "--checkpoint", str(out / "best.pt"), "--workers", "0",
+                      "--output-dir", str(evaluated)]) == 0
     again = json.loads((evaluated / "metrics.json").read_text())
     assert again["test"]["miou"] == metrics["test"]["miou"]
     assert again["test"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
@@ -53,7 +56,7 @@ def test_baseline_runs_and_same_seed_gives_identical_metrics(tiny_camvid, tmp_pa
         assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--att-depth", "off", "--output-dir", out) == 0
     a, b = (json.loads((out / "metrics.json").read_text()) for out in runs)
     assert a == b
-    assert torch.load(runs[0] / "best.pt", weights_only=True)["config"]["att_depth"] is None
+    assert torch.load(runs[0] / "best.pt", weights_only=True)["model_spec"]["att_depth"] is None
 
 
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_camvid, tmp_path):

@@ -1,11 +1,14 @@
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from utils.metrics import ConfusionMatrix, SmallObjectMeter, format_table, object_overlaps, \
-    scores_from_confusion
+from utils.engine.evaluate import evaluate
+from utils.files import write_json
+from utils.metrics import ConfusionMatrix, SmallObjectMeter, labelled_pixels, object_overlaps, \
+    scores_from_confusion, void_ignored_scores
 
 NAMES = ["sky", "car", "unlabelled"]
 
@@ -100,30 +103,150 @@ def test_compute_matches_literal_per_class_computation():
     assert s["accuracy"] == pytest.approx(np.mean(accs))
 
 
-def test_format_table_has_split_columns_class_rows_and_summary():
-    results = {
-        "val": {"per_class_iou": {"sky": 0.9, "car": 0.5}, "miou": 0.7, "global_iou": 0.8,
-                "accuracy": 0.95, "loss": 0.25},
-        "test": {"per_class_iou": {"sky": 0.85, "car": float("nan")}, "miou": 0.85,
-                 "global_iou": 0.75, "accuracy": 0.9},
-    }
-    lines = format_table(results, NAMES).splitlines()
-    assert lines[0].split() == ["class", "val", "test"]
-    rows = {line.rsplit(None, 2)[0]: line.split()[-2:] for line in lines if not line.startswith("-")}
-    assert rows["sky"] == ["0.9000", "0.8500"]
-    assert rows["car"] == ["0.5000", "-"]
-    assert rows["mIoU"] == ["0.7000", "0.8500"]
-    assert rows["global IoU"] == ["0.8000", "0.7500"]
-    assert rows["mean accuracy"] == ["0.9500", "0.9000"]
-    assert rows["loss"] == ["0.2500", "-"]
-    assert "unlabelled" not in rows
+# ---------------------------------------------------------------- the two protocols
+
+ROAD = ["road", "car", "void"]  # the last class is void
+ROAD_SCORED = ROAD[:-1]
+HAND = [[5, 1, 2],
+        [3, 4, 0],
+        [1, 1, 3]]  # the matrix of test_scores_on_hand_computed_matrix
 
 
-def test_format_table_accepts_compute_output():
-    cm = ConfusionMatrix(3)
-    cm.update(torch.tensor([[[0, 1, 2]]]), torch.tensor([[[0, 1, 2]]]))
-    table = format_table({"val": cm.compute()}, NAMES)
-    assert "car" in table and "loss" not in table
+def matrix(mat):
+    cm = ConfusionMatrix(len(mat))
+    cm.mat = torch.tensor(mat, dtype=torch.int64)
+    return cm
+
+
+def scores_of(target, pred, names=ROAD):
+    cm = ConfusionMatrix(len(names))
+    cm.update(torch.tensor([target]), torch.tensor([pred]))
+    return cm.scores(names[:-1])
+
+
+def test_scores_keeps_the_existing_keys_and_adds_the_void_ignored_block():
+    s = matrix(HAND).scores(ROAD_SCORED)
+    authors = scores_from_confusion(torch.tensor(HAND))
+    assert s["miou"] == authors["miou"] and s["global_iou"] == authors["global_iou"]
+    assert s["accuracy"] == authors["accuracy"]
+    assert s["per_class_iou"] == dict(zip(ROAD_SCORED, authors["per_class_iou"]))
+    assert s["confusion_matrix"] == HAND
+    assert set(s["void_ignored"]) == {"miou", "global_iou", "accuracy", "per_class_iou"}
+    assert list(s["void_ignored"]["per_class_iou"]) == ROAD_SCORED  # the same name -> IoU shape
+    assert s["labelled_pixels"] == 15  # rows road and car: 8 + 7
+    assert s["no_labels"] is False
+
+
+def test_void_ignored_scores_on_hand_computed_matrix():
+    # the void row is dropped: [[5, 1, 2], [3, 4, 0], [0, 0, 0]], N' = 15 labelled pixels
+    # road: TP 5, FP 3 (car row only), FN 1 + 2 (the 2 predicted void still count), TN 15 - 11 = 4
+    # car:  TP 4, FP 1, FN 3, TN 15 - 8 = 7
+    v = void_ignored_scores(torch.tensor(HAND))
+    assert v["fp"][:2].tolist() == [3, 1]
+    assert v["fn"][:2].tolist() == [3, 3]
+    assert v["tn"][:2].tolist() == [4, 7]
+    assert v["per_class_iou"] == pytest.approx([5 / 11, 4 / 8])
+    assert v["miou"] == pytest.approx((5 / 11 + 0.5) / 2)
+    assert v["global_iou"] == pytest.approx(9 / (9 + 4 + 6))
+    # accuracy: the authors' formula, mean of (TP + TN) / N', on the matrix without the void row
+    assert v["accuracy"] == pytest.approx(((5 + 4) / 15 + (4 + 7) / 15) / 2)
+    s = matrix(HAND).scores(ROAD_SCORED)["void_ignored"]
+    assert s["per_class_iou"] == {"road": pytest.approx(5 / 11), "car": pytest.approx(0.5)}
+    assert s["miou"] == pytest.approx(v["miou"]) and s["accuracy"] == pytest.approx(v["accuracy"])
+    assert labelled_pixels(torch.tensor(HAND)) == 15
+
+
+def test_void_pixel_predicted_road_lowers_road_only_under_the_authors_protocol():
+    target = [[0, 0, 1, 1]]
+    exact = scores_of(target, target)
+    assert exact["per_class_iou"]["road"] == 1.0 and exact["void_ignored"]["per_class_iou"]["road"] == 1.0
+    # one void pixel more, which the model calls road
+    s = scores_of([[0, 0, 1, 1, 2]], [[0, 0, 1, 1, 0]])
+    assert s["per_class_iou"]["road"] == pytest.approx(2 / 3)  # a false positive of road
+    assert s["miou"] == pytest.approx((2 / 3 + 1) / 2)
+    assert s["void_ignored"]["per_class_iou"]["road"] == 1.0  # not counted at all
+    assert s["void_ignored"]["miou"] == 1.0 and s["void_ignored"]["global_iou"] == 1.0
+    assert s["void_ignored"]["accuracy"] == 1.0
+    assert s["labelled_pixels"] == 4
+
+
+def test_labelled_pixel_predicted_void_is_a_false_negative_under_both_protocols():
+    s = scores_of([[0, 0, 0, 1]], [[0, 0, 2, 1]])  # one road pixel called void
+    for protocol in (s, s["void_ignored"]):
+        assert protocol["per_class_iou"]["road"] == pytest.approx(2 / 3)  # TP 2, FN 1
+        assert protocol["per_class_iou"]["car"] == 1.0  # the void prediction is no false positive of car
+        assert protocol["global_iou"] == pytest.approx(3 / 4)
+    mat = torch.tensor(s["confusion_matrix"])
+    assert mat[0, 2] == 1  # road pixel, void prediction
+    for counts in (scores_from_confusion(mat), void_ignored_scores(mat)):
+        assert counts["fn"][0] == 1 and counts["fp"][:2].tolist() == [0, 0]
+
+
+def test_ignored_targets_count_in_neither_protocol():
+    with_255 = scores_of([[0, 1, 255, 255]], [[0, 1, 1, 0]])
+    without = scores_of([[0, 1]], [[0, 1]])
+    assert with_255["labelled_pixels"] == 2
+    for key in ("miou", "global_iou", "accuracy"):
+        assert with_255[key] == without[key] == 1.0
+        assert with_255["void_ignored"][key] == without["void_ignored"][key] == 1.0
+
+
+def test_all_void_split_has_no_labels_and_nan_scores_not_zero(tmp_path):
+    s = scores_of([[2, 2, 2, 255]], [[0, 1, 2, 0]])  # void everywhere, some of it called road or car
+    assert s["no_labels"] is True and s["labelled_pixels"] == 0
+    for protocol in (s, s["void_ignored"]):
+        assert all(math.isnan(protocol[key]) for key in ("miou", "global_iou", "accuracy"))
+        assert list(protocol["per_class_iou"]) == ROAD_SCORED
+        assert all(math.isnan(v) for v in protocol["per_class_iou"].values())
+    # without the flag the authors' formula would have said IoU 0 for road and car
+    assert scores_from_confusion(torch.tensor(s["confusion_matrix"]))["miou"] == 0.0
+    saved = json.loads(write_json(tmp_path / "metrics.json", s).read_text())
+    assert saved["miou"] is None and saved["void_ignored"]["miou"] is None
+    assert saved["per_class_iou"] == {"road": None, "car": None} and saved["no_labels"] is True
+
+
+class Constant(torch.nn.Module):
+    """A 'model' that predicts one class everywhere, with the (logits, ...) output AFMA models give."""
+
+    def __init__(self, cls, num_classes):
+        super().__init__()
+        self.cls, self.num_classes = cls, num_classes
+
+    def forward(self, images):
+        logits = torch.zeros(images.shape[0], self.num_classes, *images.shape[2:])
+        logits[:, self.cls] = 1.0
+        return (logits,)
+
+
+class Identity:
+    device = torch.device("cpu")
+
+    def __call__(self, images):
+        return images
+
+
+def run_evaluate(targets, desc):
+    loader = [(torch.zeros(len(targets), 3, *targets.shape[1:]), targets)]
+    return evaluate(Constant(0, 3), lambda output, target: output[0].sum() * 0, loader, Identity(), ROAD, desc=desc)
+
+
+def test_evaluate_warns_once_on_a_split_without_labels(capsys):
+    result = run_evaluate(torch.full((2, 4, 4), 2), desc="test")
+    err = capsys.readouterr().err
+    assert result["no_labels"] is True and math.isnan(result["miou"]) and math.isnan(result["void_ignored"]["miou"])
+    assert result["loss"] == 0.0  # the rest of the result as before
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: test: the split has no labelled pixels (every target is void or ignored): no scores"]
+
+
+def test_evaluate_does_not_warn_on_a_labelled_split(capsys):
+    targets = torch.full((1, 4, 4), 2)
+    targets[0, 0] = 0
+    result = run_evaluate(targets, desc="val")
+    assert result["no_labels"] is False and result["labelled_pixels"] == 4
+    assert result["per_class_iou"]["road"] == pytest.approx(4 / 16)  # 12 void pixels called road
+    assert result["void_ignored"]["per_class_iou"]["road"] == 1.0
+    assert "warning" not in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- small objects

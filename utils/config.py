@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from models import ARCHITECTURES, ATTENTION_DEPTHS, ModelSpec, SettingError, check_spec, normalisation
+from models import ATTENTION_DEPTHS, ModelSpec, SettingError, WeightsUnavailable, check_spec, normalisation
 from utils.data.datasets import DATASETS
 from utils.data.transforms import network_size
+from utils.engine import distributed
 from utils.errors import UsageError
 
 PRESETS = {
@@ -119,13 +120,23 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     weights = None if str(s["encoder_weights"]).lower() in ("none", "") else s["encoder_weights"]
     depth = parse_depth(s["att_depth"])
     try:
-        mean, std = normalisation(s["encoder"], weights)
+        try:
+            mean, std = normalisation(s["encoder"], weights)
+        except WeightsUnavailable as error:
+            if not s["allow_random_init"]:
+                raise UsageError(f"{error} (or pass --allow-random-init to fall back to it)") from None
+            if distributed.is_main():
+                print(f"warning: {error}; --allow-random-init: training from random initialisation instead")
+            weights = None
+            mean, std = normalisation(s["encoder"], None)
         spec = ModelSpec(arch=s["arch"], encoder_name=s["encoder"], classes=tuple(dataset.classes), att_depth=depth,
                          patch_size=s["patch_size"], dataset=s["dataset"], scale=s["scale"],
                          train_size=network_size(dataset.train_size, s["scale"]),
                          eval_size=network_size(dataset.eval_size, s["scale"]), mean=mean, std=std)
         check_spec(spec)
     except SettingError as error:
+        if error.option == "patch_size" and "inputs" in error.reason:  # the crops of this --scale are too small
+            error.reason += f", or use a larger --scale than {s['scale']} or a smaller --att-depth"
         raise usage_error(error) from None
     return RunConfig(
         model=spec, data_dir=str(s["data_dir"]), encoder_weights=weights, allow_random_init=s["allow_random_init"],

@@ -9,6 +9,15 @@ Conventions shared by everything here (docs/METHOD.md §6, utils/labels.py):
 A class whose TP + FP + FN is 0 over the whole split (absent from both target and prediction) has an
 undefined IoU: it is reported as NaN and left out of mIoU (a NaN-excluded mean), so a split that simply
 does not contain a class is neither rewarded (IoU 1) nor punished (IoU 0) for it.
+
+Two protocols are computed from the one confusion matrix (ConfusionMatrix.scores):
+- the authors' protocol (scores_from_confusion; the one the tables and model selection use): every pixel
+  of [0, C) counts, so a pixel labelled void that the model calls c is a false positive of c;
+- void ignored (void_ignored_scores; the official Cityscapes evaluation and SegNet's CamVid protocol):
+  pixels labelled void do not count at all, while a labelled pixel predicted void is still a miss (a false
+  negative of its class), as the Cityscapes script counts void predictions as wrong.
+A split without a single labelled pixel (every target void or ignored, e.g. Cityscapes' public test set)
+has no scores: both protocols report NaN and the flag no_labels.
 """
 
 import math
@@ -57,19 +66,63 @@ class ConfusionMatrix:
         return scores_from_confusion(self.mat)
 
     def scores(self, class_names):
-        """The split's scores as reported: per-class IoU as a name -> IoU mapping, the means, the matrix."""
-        scores = self.compute()
+        """The split's scores as reported, under both protocols.
+
+        class_names: the scored names, all but the last (void) one, in class order.
+        Returns the authors' protocol as miou, global_iou, accuracy, per_class_iou (name -> IoU, NaN where
+        undefined); "void_ignored": the same four under the void-ignored protocol (void_ignored_scores);
+        labelled_pixels: pixels whose target is a class other than void; no_labels: labelled_pixels == 0,
+        in which case every score of both protocols is NaN (null in metrics.json), not 0;
+        confusion_matrix: the (C, C) counts, rows target, columns prediction.
+        """
+        mat = self.mat.cpu()
+        labelled = labelled_pixels(mat)
+        no_labels = labelled == 0
         return {
-            "miou": scores["miou"],
-            "global_iou": scores["global_iou"],
-            "accuracy": scores["accuracy"],
-            "per_class_iou": dict(zip(class_names, scores["per_class_iou"])),
-            "confusion_matrix": self.mat.cpu().tolist(),
+            **_reported(scores_from_confusion(mat), class_names, no_labels),
+            "void_ignored": _reported(void_ignored_scores(mat), class_names, no_labels),
+            "labelled_pixels": labelled,
+            "no_labels": no_labels,
+            "confusion_matrix": mat.tolist(),
         }
 
 
+def _reported(scores, class_names, no_labels):
+    """The reported keys of one protocol's scores; all NaN when the split has no labelled pixel."""
+    ious = [math.nan] * len(class_names) if no_labels else scores["per_class_iou"]
+    reported = {key: math.nan if no_labels else scores[key] for key in ("miou", "global_iou", "accuracy")}
+    return {**reported, "per_class_iou": dict(zip(class_names, ious))}
+
+
+def labelled_pixels(mat):
+    """Pixels whose target is one of the first C-1 classes (not void): the sum of all rows but the last."""
+    mat = torch.as_tensor(mat)
+    return int(mat[:-1].sum().item())
+
+
+def void_ignored_scores(mat):
+    """Scores of a (C, C) confusion matrix under the void-ignored protocol (Cityscapes / SegNet evaluation).
+
+    The void row (pixels whose target is the last class) is dropped, i.e. set to 0, and the result is scored
+    exactly as scores_from_confusion does. The void column is kept. So, for a scored class c, with M the
+    matrix and v = C - 1:
+      TP_c = M[c, c];  FP_c = sum over non-void targets r != c of M[r, c] (a void pixel predicted c is
+      not counted);  FN_c = sum over predictions p != c of M[c, p], p = v included (a pixel of c predicted
+      void is a miss);  TN_c = N' - TP_c - FP_c - FN_c with N' = labelled pixels (all rows but the void one);
+      IoU_c = TP_c / (TP_c + FP_c + FN_c), NaN where that is 0; miou the NaN-excluded mean of those;
+      global_iou = sum TP / (sum TP + sum FP + sum FN) over the scored classes;
+      accuracy = mean over the scored classes of (TP_c + TN_c) / N' -- the same formula as the authors'
+      protocol, on the matrix without the void row (NaN when N' = 0).
+    """
+    mat = torch.as_tensor(mat).detach().cpu().clone()
+    mat[-1] = 0
+    return scores_from_confusion(mat)
+
+
 def scores_from_confusion(mat):
-    """Scores of a (C, C) confusion matrix (rows target, columns prediction), docs/METHOD.md §6.
+    """Scores of a (C, C) confusion matrix (rows target, columns prediction) under the authors' protocol,
+    docs/METHOD.md §6: every pixel counts, so a void pixel (last row) predicted as c is a false positive of c,
+    and a pixel of c predicted void (last column) a false negative of c.
 
     Returns tp, fp, fn, tn: float64 CPU tensors of length C (every class, the last included);
     per_class_iou: list of C-1 floats, IoU_c = TP / (TP + FP + FN), NaN where TP + FP + FN = 0;

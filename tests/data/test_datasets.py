@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from utils.datasets import (DATASETS, Birds, CamVid, Cityscapes, DataError, LiTS, SkinLesion,
+from utils.data.datasets import (DATASETS, Birds, CamVid, Cityscapes, DataError, LiTS, SkinLesion,
                             build_dataset)
-from utils.transforms import build_transforms
+from utils.data.transforms import build_transforms
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-REAL_CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "camvid-sample"
+REAL_CAMVID = Path(__file__).resolve().parents[2].parent / "shared" / "camvid-sample"
 
 
 def write_png(path, array):
@@ -71,12 +71,12 @@ def test_camvid_class_metadata():
                                                                       (720, 960))
 
 
-def test_camvid_transform_gives_float_image_and_int64_mask():
-    sample = Path(__file__).resolve().parents[1] / "dataset" / "camvid"
-    ds = CamVid(sample, "train", build_transforms(CamVid, "train", MEAN, STD, scale=0.5))
+def test_camvid_transform_gives_uint8_image_and_mask():
+    sample = Path(__file__).resolve().parents[2] / "dataset" / "camvid"
+    ds = CamVid(sample, "train", build_transforms(CamVid, "train", scale=0.5))
     image, mask = ds[0]
-    assert image.shape == (3, 256, 320) and image.dtype == torch.float32
-    assert mask.shape == (256, 320) and mask.dtype == torch.int64
+    assert image.shape == (3, 256, 320) and image.dtype == torch.uint8
+    assert mask.shape == (256, 320) and mask.dtype == torch.uint8
     assert int(mask.min()) >= 0 and int(mask.max()) <= 11
 
 
@@ -185,9 +185,9 @@ def test_cityscapes_pairs_and_void_mapping(tmp_path):
 
 def test_cityscapes_transforms_pad_with_void(tmp_path):
     ds = Cityscapes(make_cityscapes(tmp_path), "train",
-                    build_transforms(Cityscapes, "val", MEAN, STD, scale=0.0625))
+                    build_transforms(Cityscapes, "val", scale=0.0625))
     image, mask = ds[0]
-    assert image.shape == (3, 64, 128) and mask.shape == (64, 128) and mask.dtype == torch.int64
+    assert image.shape == (3, 64, 128) and mask.shape == (64, 128) and mask.dtype == torch.uint8
     assert mask[0, 0] == 19
 
 
@@ -235,7 +235,7 @@ def test_birds_soft_masks_are_thresholded_above_127(tmp_path):
 
 def test_birds_transform_shapes_and_missing_mask(tmp_path):
     root = make_birds(tmp_path)
-    image, mask = Birds(root, "train", build_transforms(Birds, "train", MEAN, STD))[1]
+    image, mask = Birds(root, "train", build_transforms(Birds, "train"))[1]
     assert image.shape == (3, 320, 320) and mask.shape == (320, 320)
     assert set(mask.unique().tolist()) == {0, 1}
     (root / "segmentations" / "002.Auklet" / "b_3.png").unlink()
@@ -261,8 +261,8 @@ def test_skin_lesion_pairs_masks_and_shapes(tmp_path):
                                             "ISIC_0000001_segmentation.png"]
     _, mask = ds[0]
     assert mask[10, 10] == 0 and mask[0, 0] == 1
-    image, mask = SkinLesion(root, "val", build_transforms(SkinLesion, "val", MEAN, STD))[0]
-    assert image.shape == (3, 192, 192) and mask.shape == (192, 192) and mask.dtype == torch.int64
+    image, mask = SkinLesion(root, "val", build_transforms(SkinLesion, "val"))[0]
+    assert image.shape == (3, 192, 192) and mask.shape == (192, 192) and mask.dtype == torch.uint8
 
 
 def test_skin_lesion_missing_ground_truth_folder_is_named(tmp_path):
@@ -292,7 +292,7 @@ def test_lits_windows_hu_and_maps_labels(tmp_path):
 
 def test_lits_transform_shapes_and_bad_values(tmp_path):
     root = make_lits(tmp_path)
-    image, mask = LiTS(root, "train", build_transforms(LiTS, "train", MEAN, STD))[0]
+    image, mask = LiTS(root, "train", build_transforms(LiTS, "train"))[0]
     assert image.shape == (3, 512, 512) and mask.shape == (512, 512)
     assert set(mask.unique().tolist()) == {0, 1, 2}
     bad = root / "train" / "masks" / "vol0_s10.npy"
@@ -315,19 +315,19 @@ def real_camvid():
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_real_camvid_eval_is_a_lossless_centre_crop(real_camvid, split):
     raw = CamVid(real_camvid, split)
-    ds = CamVid(real_camvid, split, build_transforms(CamVid, split, MEAN, STD))
+    ds = CamVid(real_camvid, split, build_transforms(CamVid, split))
     raw.validate()
     for i in (0, len(ds) - 1):
         image, mask = ds[i]
         raw_image, raw_mask = raw[i]
         assert raw_image.shape == (720, 960, 3)
-        assert image.shape == (3, 640, 960) and image.dtype == torch.float32
-        assert mask.shape == (640, 960) and mask.dtype == torch.int64
+        assert image.shape == (3, 640, 960) and image.dtype == torch.uint8
+        assert mask.shape == (640, 960) and mask.dtype == torch.uint8
         assert torch.equal(mask, torch.from_numpy(raw_mask[40:680]))
 
 
 def test_real_camvid_train_crops(real_camvid):
-    ds = CamVid(real_camvid, "train", build_transforms(CamVid, "train", MEAN, STD))
+    ds = CamVid(real_camvid, "train", build_transforms(CamVid, "train"))
     raw_values = set(np.unique(CamVid(real_camvid, "train")[0][1]).tolist())
     image, mask = ds[0]
     assert image.shape == (3, 480, 640) and mask.shape == (480, 640)

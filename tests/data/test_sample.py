@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tools.make_sample import make_sample
-from utils.datasets import CamVid
+from utils.data.datasets import CamVid
 
-SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "camvid"
+SAMPLE = Path(__file__).resolve().parents[2] / "dataset" / "camvid"
 SPLITS = ("train", "val", "test")
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.datasets import Birds, CamVid, Cityscapes, LiTS, SkinLesion
-from utils.transforms import build_transforms, denormalize, network_size
+from utils.data.datasets import Birds, CamVid, Cityscapes, LiTS, SkinLesion
+from utils.data.transforms import Normalizer, build_transforms, denormalize, network_size
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -29,7 +29,7 @@ def flatten(transforms):
 
 
 def test_camvid_train_pipeline_matches_spec():
-    steps = list(flatten(build_transforms(CamVid, "train", MEAN, STD).transforms))
+    steps = list(flatten(build_transforms(CamVid, "train").transforms))
     by_type = {type(t): t for t in steps}
     assert by_type[A.HorizontalFlip].p == 0.5
     pad = by_type[A.PadIfNeeded]
@@ -42,14 +42,14 @@ def test_camvid_train_pipeline_matches_spec():
     assert sized.w2h_ratio == pytest.approx(4 / 3)
     assert (by_type[A.RandomCrop].height, by_type[A.RandomCrop].width) == (480, 640)
     assert by_type[A.GaussNoise].p == 0.1 and by_type[A.Perspective].p == 0.1
-    assert isinstance(steps[-2], A.Normalize) and steps[-1].__class__.__name__ == "ToTensorV2"
+    assert steps[-1].__class__.__name__ == "ToTensorV2" and not any(isinstance(t, A.Normalize) for t in steps)
 
 
 @pytest.mark.parametrize("dataset_cls", [CamVid, Cityscapes, Birds, SkinLesion, LiTS])
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_every_mask_resampling_is_nearest(dataset_cls, split):
     for scale in (1.0, 0.5):
-        for t in flatten(build_transforms(dataset_cls, split, MEAN, STD, scale).transforms):
+        for t in flatten(build_transforms(dataset_cls, split, scale).transforms):
             # Compose/OneOf carry mask_interpolation=None too, meaning "leave children alone".
             if isinstance(t, A.BasicTransform) and hasattr(t, "mask_interpolation"):
                 assert t.mask_interpolation == cv2.INTER_NEAREST, type(t)
@@ -59,9 +59,9 @@ def test_every_mask_resampling_is_nearest(dataset_cls, split):
     ("train", 1.0, (480, 640)), ("val", 1.0, (640, 960)), ("test", 1.0, (640, 960)),
     ("train", 0.5, (256, 320)), ("val", 0.5, (320, 480))])
 def test_camvid_output_shapes_and_types(split, scale, size):
-    transform = build_transforms(CamVid, split, MEAN, STD, scale)
+    transform = build_transforms(CamVid, split, scale)
     out = transform(image=frame(720, 960)[0], mask=frame(720, 960)[1])
-    assert out["image"].shape == (3, *size) and out["image"].dtype == torch.float32
+    assert out["image"].shape == (3, *size) and out["image"].dtype == torch.uint8
     assert out["mask"].shape == size
 
 
@@ -69,57 +69,59 @@ def test_camvid_train_masks_only_hold_input_values_or_pad_fill():
     """Random-sized crops, perspective and the 0.5 prescale must not blend class indices."""
     image, mask = frame(720, 960)
     for scale in (1.0, 0.5):
-        transform = build_transforms(CamVid, "train", MEAN, STD, scale)
+        transform = build_transforms(CamVid, "train", scale)
         for seed in range(12):
             transform.set_random_seed(seed)
             values = set(transform(image=image, mask=mask)["mask"].unique().tolist())
             assert values <= {0, 5, 9}
 
 
-def test_camvid_eval_is_an_exact_centre_crop_and_denormalizes_back():
+def test_camvid_eval_is_an_exact_centre_crop_in_uint8():
     image, mask = frame(720, 960)
-    out = build_transforms(CamVid, "val", MEAN, STD)(image=image, mask=mask)
+    out = build_transforms(CamVid, "val")(image=image, mask=mask)
     assert torch.equal(out["mask"], torch.from_numpy(mask[40:680]))
-    assert np.array_equal(denormalize(out["image"], MEAN, STD), image[40:680])
+    assert np.array_equal(out["image"].permute(1, 2, 0).numpy(), image[40:680])
 
 
-def test_normalize_uses_the_given_mean_and_std():
+def test_normalizer_uses_the_given_mean_and_std_and_denormalizes_back():
     image = np.tile(np.array([10, 128, 250], np.uint8), (720, 960, 1))
     mask = np.zeros((720, 960), np.uint8)
-    out = build_transforms(CamVid, "val", MEAN, STD)(image=image, mask=mask)
+    out = build_transforms(CamVid, "val")(image=image, mask=mask)
+    x = Normalizer(MEAN, STD, "cpu")(out["image"].unsqueeze(0))
     expected = (np.array([10, 128, 250]) / 255 - MEAN) / STD
-    assert out["image"][:, 0, 0].numpy() == pytest.approx(expected, abs=1e-5)
+    assert x.dtype == torch.float32 and x[0, :, 0, 0].numpy() == pytest.approx(expected, abs=1e-5)
+    assert np.array_equal(denormalize(x[0], MEAN, STD), image[40:680])
 
 
 def test_camvid_pads_small_frames_with_white_image_and_mask_zero():
     image, mask = frame(600, 800)
-    out = build_transforms(CamVid, "val", MEAN, STD)(image=image, mask=mask)
+    out = build_transforms(CamVid, "val")(image=image, mask=mask)
     assert out["mask"].shape == (640, 960)
     # The 600x800 frame is padded to 720x960 (60 rows each side), then rows 40..680 kept.
     assert (out["mask"][:20] == 0).all() and (out["mask"][:, :80] == 0).all()
-    assert (denormalize(out["image"], MEAN, STD)[:20] == 255).all()
+    assert (out["image"][:, :20] == 255).all()
 
 
 @pytest.mark.parametrize("dataset_cls, size", [(Birds, 320), (SkinLesion, 192), (LiTS, 512)])
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_resize_datasets_give_square_inputs_with_nearest_masks(dataset_cls, size, split):
     image, mask = frame(300, 451)
-    out = build_transforms(dataset_cls, split, MEAN, STD)(image=image, mask=mask)
+    out = build_transforms(dataset_cls, split)(image=image, mask=mask)
     assert out["image"].shape == (3, size, size) and out["mask"].shape == (size, size)
     assert set(out["mask"].unique().tolist()) <= {5, 9}
 
 
 def test_cityscapes_crops_for_training_and_keeps_full_frames_for_evaluation():
     image, mask = frame(1024, 2048)
-    train = build_transforms(Cityscapes, "train", MEAN, STD)(image=image, mask=mask)
+    train = build_transforms(Cityscapes, "train")(image=image, mask=mask)
     assert train["image"].shape == (3, 640, 800)
-    evaluation = build_transforms(Cityscapes, "val", MEAN, STD)(image=image, mask=mask)
+    evaluation = build_transforms(Cityscapes, "val")(image=image, mask=mask)
     assert torch.equal(evaluation["mask"], torch.from_numpy(mask))
 
 
 def test_cityscapes_padding_is_void():
     image, mask = frame(100, 200)
-    out = build_transforms(Cityscapes, "val", MEAN, STD, scale=0.25)(image=image, mask=mask)
+    out = build_transforms(Cityscapes, "val", scale=0.25)(image=image, mask=mask)
     assert out["mask"].shape == (256, 512)
     assert (out["mask"][0] == 19).all() and (out["mask"][:, 0] == 19).all()
 
@@ -133,4 +135,4 @@ def test_network_sizes_scale_to_multiples_of_32_and_stay_exact_at_scale_1():
 
 def test_unknown_split_is_rejected():
     with pytest.raises(ValueError, match="'Train'"):
-        build_transforms(CamVid, "Train", MEAN, STD)
+        build_transforms(CamVid, "Train")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from utils.plots import attention_heatmap, colorize, error_map, plot_attention, plot_comparison, \
+from utils.reporting.plots import attention_heatmap, colorize, error_map, plot_attention, plot_comparison, \
     plot_history, plot_per_class_iou, plot_predictions
 
 NAMES = ["sky", "pole", "car", "unlabelled"]
 PALETTE = [(128, 128, 128), (192, 192, 128), (64, 0, 128), (0, 0, 0)]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def assert_valid_png(path):
@@ -59,7 +59,11 @@ def test_plot_per_class_iou_with_small_classes(tmp_path):
 
 def test_plot_comparison(tmp_path):
     base, afma = result(0.5, [0.9, 0.2, 0.4]), result(0.6, [0.9, 0.4, 0.5])
-    assert_valid_png(plot_comparison(base, afma, NAMES, tmp_path / "cmp.png", small_classes=["pole"]))
+    assert_valid_png(plot_comparison({"baseline": base, "AFMA depth 2": afma}, NAMES, tmp_path / "cmp.png",
+                                     small_classes=["pole"]))
+    deeper = result(0.55, [0.8, 0.5, 0.5])
+    study = {"baseline": base, "AFMA depth 1": afma, "AFMA depth 2": deeper}
+    assert_valid_png(plot_comparison(study, NAMES, tmp_path / "study.png"))
 
 
 @pytest.mark.parametrize("n", [1, 2])

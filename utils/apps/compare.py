@@ -100,23 +100,30 @@ def finish(config: RunConfig) -> dict:
 
 def comparison_markdown(results: dict, archs, variants, config: RunConfig, settings: dict) -> str:
     """Per architecture, one row per model (baseline first), per-class IoU, the means, the small-object scores;
-    below each AFMA row, its difference from the baseline."""
+    below each AFMA row, its difference from the baseline. Every score is the authors' protocol but the column
+    "mIoU (void ignored)" (the Cityscapes/SegNet protocol, utils.metrics.void_ignored_scores)."""
     dataset = DATASETS[config.dataset]
     names = scored_classes(config.classes)
-    columns = [*names, "mIoU", "global IoU", "mean accuracy", "found small", "found medium", "found large",
-               "small-object IoU"]
+    columns = [*names, "mIoU", "mIoU (void ignored)", "global IoU", "mean accuracy", "found small", "found medium",
+               "found large", "small-object IoU"]
     depths = ", ".join(str(d) for d in variants if d is not None)
     lines = [f"# Baseline vs AFMA on {config.dataset} ({config.data_dir})", "",
              f"Encoder {config.model.encoder_name}, AFMA at depth {depths}, patch {config.model.patch_size}, "
              f"{config.epochs} epochs, seed {config.seed}; test split, each model's best epoch by validation mIoU. "
+             f"Every score but \"mIoU (void ignored)\" follows the authors' protocol (every pixel counts: a void "
+             f"pixel predicted as a class is a false positive of it); \"mIoU (void ignored)\" leaves void pixels "
+             f"out, as the Cityscapes/SegNet evaluation does (a pixel predicted void is still a miss); \"no labels\": "
+             f"a test split without labelled pixels. "
              f"\"found\": objects found (object IoU >= 0.5) by size. Small classes: "
              f"{', '.join(dataset.small_classes) or 'none'}.", ""]
     for arch in archs:
         lines += [f"## {arch}", "", "| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         base = row_values(results[arch, None]["test"], names)
         for depth in variants:
-            values = row_values(results[arch, depth]["test"], names)
-            lines.append(f"| {variant_label(depth)} | " + " | ".join(cell(v) for v in values) + " |")
+            result = results[arch, depth]["test"]
+            values = row_values(result, names)
+            cells = ["no labels"] * len(values) if result.get("no_labels") else [cell(v) for v in values]
+            lines.append(f"| {variant_label(depth)} | " + " | ".join(cells) + " |")
             if depth is not None:
                 lines.append("| difference | " + " | ".join(difference(b, v) for b, v in zip(base, values)) + " |")
         lines += ["", f"![{arch}](comparison_{arch}.png)", ""]
@@ -124,10 +131,12 @@ def comparison_markdown(results: dict, archs, variants, config: RunConfig, setti
 
 
 def row_values(result: dict, names) -> list:
+    """One model's row: per-class IoU, mIoU, void-ignored mIoU (None in a metrics.json from before it existed),
+    global IoU, mean accuracy, then the small-object scores."""
     small = result["small_objects"]
-    return [*(result["per_class_iou"][name] for name in names), result["miou"], result["global_iou"],
-            result["accuracy"], *(small["mean_recall50"][b] for b in ("small", "medium", "large")),
-            small["mean_small_iou"]]
+    return [*(result["per_class_iou"][name] for name in names), result["miou"],
+            result.get("void_ignored", {}).get("miou"), result["global_iou"], result["accuracy"],
+            *(small["mean_recall50"][b] for b in ("small", "medium", "large")), small["mean_small_iou"]]
 
 
 def cell(value) -> str:

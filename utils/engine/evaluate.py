@@ -1,6 +1,8 @@
 """One pass of evaluation over a split: the confusion matrix, the loss and, once, the object-size scores."""
 from __future__ import annotations
 
+import sys
+
 import torch
 from tqdm import tqdm
 
@@ -17,6 +19,10 @@ def evaluate(model, criterion, loader, normalizer, class_names, amp_dtype=None, 
     scores, which need the maps on the host (so they run once at the end, not every epoch). The loss is the
     mean of the batches' losses weighted by their sizes: under torchrun the batches differ, so it can differ
     from one process's in the 4th digit, while every confusion count, and so every IoU, is exact.
+
+    The scores come under both protocols (ConfusionMatrix.scores: the authors' one, and "void_ignored"). A split
+    without a labelled pixel (e.g. Cityscapes' public test set, all void) gets NaN scores and no_labels, and
+    process 0 prints one warning line to stderr naming it (by `desc`).
     """
     model.eval()
     device = normalizer.device
@@ -36,6 +42,9 @@ def evaluate(model, criterion, loader, normalizer, class_names, amp_dtype=None, 
     confusion.all_reduce()
     distributed.all_reduce_sum(loss_sum)
     result = {**confusion.scores(scored_classes(class_names)), "loss": (loss_sum[0] / loss_sum[1].clamp_min(1)).item()}
+    if result["no_labels"] and distributed.is_main():
+        print(f"warning: {desc}: the split has no labelled pixels (every target is void or ignored): no scores",
+              file=sys.stderr, flush=True)
     if meter is not None:
         meter.all_reduce()
         result["small_objects"] = meter.compute()

@@ -5,41 +5,54 @@ import math
 
 from utils.labels import scored_classes
 
+NO_LABELS = "no labels"
+SUMMARY_ROWS = (("miou", "mIoU"), ("global_iou", "global IoU"), ("accuracy", "mean accuracy"),
+                ("loss", "loss"))
+VOID_IGNORED_ROWS = (("miou", "mIoU (void ignored)"), ("global_iou", "global IoU (void ignored)"),
+                     ("accuracy", "mean accuracy (void ignored)"))
+LEGEND = ("Scores: authors' protocol (every pixel counts: a void pixel predicted as a class is a false positive "
+          "of it); void ignored: void pixels not counted, a pixel predicted void is a miss (Cityscapes/SegNet "
+          "evaluation).")
+
 
 def format_table(results, class_names):
-    """Plain-text table, one column per split, for logs and reports.
+    """Plain-text table, one column per split, for logs and reports, then a one-line legend.
 
-    results: {split: {"per_class_iou": {name: iou} (or a list in class order), "miou", "global_iou",
-    "accuracy", optional "loss"}}. class_names: all C names; the last one gets no row. NaN or missing
-    values print as "-".
+    results: {split: {"per_class_iou": {name: iou}, "miou", "global_iou", "accuracy", optional "loss",
+    optional "void_ignored": {"miou", "global_iou", "accuracy", ...}, optional "no_labels"}}, as
+    ConfusionMatrix.scores (plus the loss) gives them or metrics.json holds them. class_names: all C names; the
+    last one gets no row. Rows: per-class IoU, then the authors'-protocol means and the loss, then the
+    void-ignored means (when any split has them). NaN, None or missing values print as "-"; a split with
+    no_labels prints "no labels" in place of every score (its loss, when there is one, still prints).
     """
     splits = list(results)
-    class_rows = [(name, [_per_class(results[s], class_names).get(name) for s in splits])
+    class_rows = [(name, [_per_class(results[s]).get(name) for s in splits], True)
                   for name in scored_classes(class_names)]
-    summary_rows = [(label, [results[s].get(key) for s in splits]) for key, label in SUMMARY_ROWS
+    summary_rows = [(label, [results[s].get(key) for s in splits], key != "loss") for key, label in SUMMARY_ROWS
                     if any(key in results[s] for s in splits)]
-    first = max(len(label) for label, _ in [("class", None)] + class_rows + summary_rows)
-    widths = [max(10, len(s) + 2) for s in splits]
+    if any("void_ignored" in results[s] for s in splits):
+        summary_rows += [(label, [results[s].get("void_ignored", {}).get(key) for s in splits], True)
+                         for key, label in VOID_IGNORED_ROWS]
+    first = max(len(label) for label, *_ in [("class", None)] + class_rows + summary_rows)
+    widths = [max(10, len(s) + 2) for s in splits]  # room for "no labels" too
+    unlabelled = [bool(results[s].get("no_labels")) for s in splits]
 
     def line(label, cells):
         return label.ljust(first) + "".join(cell.rjust(w) for cell, w in zip(cells, widths))
 
+    def row(label, values, is_score):
+        return line(label, [NO_LABELS if is_score and none else _fmt(v) for v, none in zip(values, unlabelled)])
+
     header = line("class", splits)
     rule = "-" * len(header)
-    body = [line(label, [_fmt(v) for v in values]) for label, values in class_rows]
-    summary = [line(label, [_fmt(v) for v in values]) for label, values in summary_rows]
-    return "\n".join([header, rule, *body, rule, *summary])
+    body = [row(*r) for r in class_rows]
+    summary = [row(*r) for r in summary_rows]
+    return "\n".join([header, rule, *body, rule, *summary, rule, LEGEND])
 
 
-SUMMARY_ROWS = (("miou", "mIoU"), ("global_iou", "global IoU"), ("accuracy", "mean accuracy"),
-                ("loss", "loss"))
-
-
-def _per_class(result, class_names):
-    return result.get("per_class_iou", {})
+def _per_class(result):
+    return result.get("per_class_iou") or {}
 
 
 def _fmt(value):
     return "-" if value is None or math.isnan(value) else f"{value:.4f}"
-
-
