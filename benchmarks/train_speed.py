@@ -262,21 +262,24 @@ def main(argv=None) -> str:
     check_sizes(args)
     device = setup_device(args.device, seed=0, deterministic=False, tf32=args.tf32)
     rows = {}
-    for arch in args.archs:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for done, arch in enumerate(args.archs, start=1):
         torch.manual_seed(0)
         init = build_model(arch, args.encoder, None, args.classes, None).net.state_dict()
         for batch in args.batch_sizes:
             for dtype in precisions(args, device):
-                results = rows[(arch, batch, dtype)] = {}
-                for depth in [None, *args.depths]:
+                results = {depth: None for depth in [None, *args.depths]}
+                for depth in results:
                     results[depth] = measure(args, arch, depth, init, batch, device, dtype, cpu_memory=dtype is None)
                     free_memory(device)
+                rows[(arch, batch, dtype)] = results
                 afma = ", ".join(f"AFMA depth {d} {results[d].step_ms:.1f}" for d in args.depths)
                 print(f"{arch} batch {batch} {precision_name(dtype)}: ms/step baseline {results[None].step_ms:.1f}, "
                       f"{afma}", file=sys.stderr, flush=True)
         del init
-    table = report(args, device, rows, argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        table = report(args, device, rows, argv)
+        if done < len(args.archs):  # what is done so far survives an interrupted run
+            args.out.write_text(f"(partial: {done} of {len(args.archs)} architectures)\n\n" + table)
     args.out.write_text(table)
     print(table, end="")
     return table

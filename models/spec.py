@@ -28,6 +28,12 @@ class ModelSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN  # on a 0..1 pixel scale, as SMP gives them
     std: tuple[float, ...] = IMAGENET_STD
 
+    def __post_init__(self):
+        for name in ("classes", "train_size", "eval_size", "mean", "std"):  # JSON gives lists: keep it hashable
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
     def to_dict(self) -> dict:
         """JSON-able (lists for tuples): what checkpoints and config.json hold."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
@@ -38,8 +44,7 @@ class ModelSpec:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown model spec fields {sorted(unknown)}")
-        values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
-        return cls(**values)
+        return cls(**data)
 
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)

@@ -80,3 +80,31 @@ def test_compare_writes_the_paired_report(tiny_camvid, tmp_path):
 
     assert cell("baseline") == f"{base:.4f}" and cell("AFMA depth 2") == f"{afma:.4f}"
     assert cell("difference") == f"{afma - base:+.4f}"
+
+
+def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_goes_on(tiny_camvid, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "study"
+    argv = [*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--compare", "fpn", "--att-depth", "1,3",
+            "--output-dir", str(out)]
+    assert main.main(argv) == 0
+    runs = {p.name for p in out.iterdir() if p.is_dir()}
+    assert runs == {"fpn-baseline", "fpn-afma1", "fpn-afma3"}
+    report = (out / "comparison.md").read_text()
+    models = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ")][1:]
+    assert models == ["baseline", "AFMA depth 1", "difference", "AFMA depth 3", "difference"]
+    assert_picture(out / "comparison_fpn.png")
+    # Interrupted after the first runs: the last run lost its results; the same command finishes the job.
+    (out / "fpn-afma3" / "metrics.json").unlink()
+    (out / "comparison.md").unlink()
+    baseline = (out / "fpn-baseline" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier, kept") == 2 and (out / "comparison.md").exists()
+    assert (out / "fpn-baseline" / "last.pt").stat().st_mtime_ns == baseline
+    assert json.loads((out / "fpn-afma3" / "metrics.json").read_text())["run"]["epochs"] == 1
+    # Another comparison in the same folder is refused, naming what differs.
+    assert main.main([*argv, "--seed", "5"]) == 2
+    assert "seed" in capsys.readouterr().err
