@@ -11,7 +11,8 @@ image-resolution / feature-resolution maps, s the feature map's stride.
 
 The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
 factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
-is only formed when someone asks (`.dense()`), or without gradient and in row blocks to count non-zeros.
+is only formed when someone asks (`.dense()`), or without gradient, in half precision and in row blocks, to
+count each row's non-zeros (the one step that still costs O(Li Lf P), §4.2).
 The public functions `patch_attention`, `modify_output` and `gold_afma` take and return dense tensors too;
 `models/reference.py` is the slow literal transcription every one of them is tested against.
 """
@@ -171,7 +172,7 @@ def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> T
 
 
 def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int) -> Tensor:
-    """z' = z * (1 + R), R = fold((AFMA / n) @ patches(avg_pool(one_hot(argmax z), s))) (§2).
+    """z' = z * (1 + R), R = fold((AFMA / n) @ patches(avg_pool(one_hot(argmax z), s))) (§2, §4.3).
 
     `attention` is the dense (B, C, Li, Lf) AFMA or a `FactoredAttention`; with the factors, the product is
     reassociated as image @ (feature^T @ pooled) / P, a P x P inner matrix instead of an Li x Lf one.

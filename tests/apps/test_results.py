@@ -108,3 +108,33 @@ def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_
     # Another comparison in the same folder is refused, naming what differs.
     assert main.main([*argv, "--seed", "5"]) == 2
     assert "seed" in capsys.readouterr().err
+
+
+def test_a_long_run_can_be_watched_curves_each_epoch_and_tensorboard_when_installed(tiny_camvid, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import utils.apps.train as training
+
+    scalars, drawn = [], []
+
+    class SummaryWriter:  # stands in for torch.utils.tensorboard's, which needs the tensorboard package
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    original = training.plots.plot_history
+    monkeypatch.setattr(training.plots, "plot_history", lambda history, path: drawn.append(len(history)) or original(history, path))
+    monkeypatch.setattr(training, "CURVES_EVERY_S", 0)
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "2", "--output-dir", str(tmp_path / "run")]) == 0
+    assert drawn[:2] == [1, 2]  # redrawn after each epoch, while the run goes on
+    assert ("val_miou", 1) in scalars and ("train_loss", 2) in scalars

@@ -332,3 +332,31 @@ def test_real_camvid_train_crops(real_camvid):
     image, mask = ds[0]
     assert image.shape == (3, 480, 640) and mask.shape == (480, 640)
     assert set(mask.unique().tolist()) <= raw_values | {0}
+
+
+def test_camvid_folder_of_jpegs_says_only_png_is_read(tmp_path):
+    for folder in ("train", "trainannot"):
+        (tmp_path / folder).mkdir()
+    cv2.imwrite(str(tmp_path / "train" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "trainannot" / "a.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"a\.jpg is not read: CamVid frames and labels must be \.png"):
+        CamVid(tmp_path, "train")
+
+
+def test_importing_the_project_asks_no_server_for_anything():
+    """albumentations checks PyPI for updates at import unless NO_ALBUMENTATIONS_UPDATE is set."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, time\n"
+            "calls = []\n"
+            "sys.addaudithook(lambda event, args: calls.append(event) if event.startswith('socket.') else None)\n"
+            "import main, utils.data.transforms, utils.apps.train\n"
+            "time.sleep(0.5)\n"
+            "print(sorted(set(calls)))\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
