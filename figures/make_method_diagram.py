@@ -1,4 +1,4 @@
-"""Draw the AFMA method (AFMA_SPEC.md sections 1-3) as a box-and-arrow diagram: figures/afma_method.png.
+"""Draw the AFMA method (docs/METHOD.md §1-3) as a box-and-arrow diagram: figures/afma_method.png.
 
 Run from anywhere: python figures/make_method_diagram.py
 Coordinates are in a 16 x 9 data space that maps 1:1 onto a 16 x 9 inch figure at 100 dpi (1600 x 900 px).

@@ -40,7 +40,7 @@ def evaluate_checkpoint(config: RunConfig, path: Path, state: dict) -> dict:
     normalizer = Normalizer(config.model.mean, config.model.std, device)
     amp_dtype = autocast_dtype(device, config.amp)
     results = {split: evaluate(model, criterion, make_loader(data, config.batch_size, config.workers, config.seed,
-                                                             False, device),
+                                                             False, device, persistent=False),
                                normalizer, config.classes, amp_dtype, small_objects=True, desc=split)
                for split, data in splits.items()}
     log(f"\n{path} (epoch {state['epoch']}, scale {config.model.scale}):\n" + format_table(results, config.classes))

@@ -67,7 +67,8 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=0.5)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device)
+    loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device,
+                                  persistent=split != "test")  # the test split is read once, at the end
                for split, data in splits.items()}
     normalizer = Normalizer(config.model.mean, config.model.std, device)
     start_epoch, best_miou, history, earlier = 1, -1.0, [], []

@@ -52,9 +52,11 @@ def default_workers(device: torch.device) -> int:
     return max(1, min(16, cores // local_ranks - 1))
 
 
-def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, device: torch.device) -> DataLoader:
+def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, device: torch.device,
+                persistent: bool = True) -> DataLoader:
     """Training: shuffled (DistributedSampler under torchrun), augmentation seeded per sample. Evaluation:
-    in order, an unpadded shard per rank (so summed confusion matrices equal one process's exactly)."""
+    in order, an unpadded shard per rank (so summed confusion matrices equal one process's exactly).
+    `persistent`: keep the workers between passes (for loaders used every epoch, not for one pass)."""
     if train:
         if distributed.is_distributed():
             indices = DistributedSampler(data, shuffle=True, seed=seed)
@@ -65,5 +67,5 @@ def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, dev
         sampler = distributed.ShardSampler(len(data)) if distributed.is_distributed() else SequentialSampler(data)
     return DataLoader(
         data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
     )

@@ -22,19 +22,7 @@ def train_one_epoch(model, criterion, optimizer, loader, normalizer, epoch, amp_
     pending, total, count = [], 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not distributed.is_main(), dynamic_ncols=True)
     for step, (images, targets) in enumerate(bar, start=1):
-        images, targets = normalizer(images), targets.to(device, non_blocking=True).long()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(images)
-            loss = criterion(output, targets)  # the loss itself leaves autocast and works in float32
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        pending.append(loss.detach())
+        pending.append(train_step(model, criterion, optimizer, normalizer, images, targets, amp_dtype, scaler))
         if step % CHECK_EVERY == 0 or step == len(loader):
             values = torch.stack(pending)
             _stop_if_not_finite(values, epoch, step - len(pending) + 1)
@@ -43,6 +31,23 @@ def train_one_epoch(model, criterion, optimizer, loader, normalizer, epoch, amp_
             bar.set_postfix(loss=f"{values[-1].item():.4f}")
     totals = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=device))
     return (totals[0] / totals[1]).item()
+
+
+def train_step(model, criterion, optimizer, normalizer, images, targets, amp_dtype=None, scaler=None) -> torch.Tensor:
+    """One optimisation step on a loader batch (uint8 images, class-index targets); the loss stays on the device."""
+    images, targets = normalizer(images), targets.to(normalizer.device, non_blocking=True).long()
+    with torch.autocast(normalizer.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        output = model(images)
+        loss = criterion(output, targets)  # the loss itself leaves autocast and works in float32
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
 
 
 def _stop_if_not_finite(values: torch.Tensor, epoch: int, first_step: int) -> None:
