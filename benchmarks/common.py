@@ -1,21 +1,25 @@
 """What the benchmarks measure the same way: main.py's training and evaluation steps, their timing with device
 synchronisation, inputs as main.py's loader delivers them, and the CPU's peak step memory.
 
-The steps are the bodies of `utils.engine.train.train_one_epoch` and `utils.engine.evaluate.evaluate` for one
-batch, without the loader: a uint8 (B, 3, H, W) image batch and a uint8 (B, H, W) label batch on the host
-(pinned on CUDA, as the loader pins them) go through `utils.data.transforms.Normalizer` (the host-to-device
-copy, / 255, mean and std, channels_last on CUDA) and `.long()` on every step, exactly as in main.py.
+The steps are `utils.engine.train.train_step` (what `train_one_epoch` runs per batch) and the body of
+`utils.engine.evaluate.evaluate` for one batch, without the loader: a uint8 (B, 3, H, W) image batch and a
+uint8 (B, H, W) label batch on the host (pinned on CUDA, as the loader pins them) go through
+`utils.data.transforms.Normalizer` (the host-to-device copy, / 255, mean and std, channels_last on CUDA) and
+`.long()` on every step, exactly as in main.py.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 
 import torch
 
+from utils.engine.train import train_step as engine_train_step
 from utils.metrics import ConfusionMatrix
 
 MIB = 2**20
@@ -38,25 +42,10 @@ def host_batch(batch: int, size: tuple[int, int], classes: int, device: torch.de
 
 
 def train_step(model, criterion, optimizer, normalizer, images, labels, amp_dtype=None, scaler=None):
-    """One step of `train_one_epoch` on a fixed host batch, as a closure (returns the loss, left on the device)."""
-    device = normalizer.device
-
-    def step():
-        x, target = normalizer(images), labels.to(device, non_blocking=True).long()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(x)
-            loss = criterion(output, target)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        return loss.detach()
-
-    return step
+    """main.py's training step (utils.engine.train.train_step, what train_one_epoch runs per batch) on a fixed
+    host batch, as a closure (returns the loss, left on the device)."""
+    return functools.partial(engine_train_step, model, criterion, optimizer, normalizer, images, labels, amp_dtype,
+                             scaler)
 
 
 def eval_step(model, criterion, normalizer, images, labels, classes: int, amp_dtype=None):
@@ -89,6 +78,21 @@ def seconds_per_step(step, device: torch.device, steps: int, warmup: int) -> flo
         step()
     synchronize(device)
     return (time.perf_counter() - start) / steps
+
+
+def median_step_seconds(step, device: torch.device, steps: int, warmup: int) -> float:
+    """Median seconds of `steps` steps after `warmup` untimed ones, each synchronised before and after: robust
+    to a few slow steps (another job on a shared machine, a garbage collection)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def prepare_model(model, device: torch.device, channels_last: bool, compile_model: bool = False):

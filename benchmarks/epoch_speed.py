@@ -12,9 +12,10 @@ Run it from the repository root. In one run:
    flags below passed through; any setting not given is main.py's default) for --epochs epochs.
 3. On a fresh model of the same spec, batch size and input sizes, on the same device and settings (channels_last
    and TF32 on CUDA, autocast with --amp, torch.compile with --compile), the pure time of one training step
-   (main.py's step on a fixed uint8 batch: Normalizer, forward, AFMALoss, backward, Adam) at the training crop
-   and of one validation batch (forward, loss, argmax, confusion counts) at the evaluation crop are measured:
-   the mean of --steps consecutive steps after --warmup, the device synchronised before and after.
+   (utils.engine.train.train_step on a fixed uint8 batch: Normalizer, forward, AFMALoss, backward, Adam) at the
+   training crop and of one validation batch (forward, loss, argmax, confusion counts) at the evaluation crop are
+   measured: the median of --steps steps after --warmup, each synchronised before and after (robust to a few slow
+   steps on a shared machine).
 
 Per epoch: wall = history.csv's `seconds` (training and validation of that epoch, from the first batch
 requested to the validation's last); compute = train images / batch x training step + val images / batch x
@@ -46,7 +47,7 @@ import numpy as np
 import torch
 
 import main as main_py
-from benchmarks.common import command_line, device_name, eval_step, host_batch, prepare_model, seconds_per_step, \
+from benchmarks.common import command_line, device_name, eval_step, host_batch, median_step_seconds, prepare_model, \
     train_step
 from models import build_model
 from utils.config import RunConfig, resolve_device
@@ -83,8 +84,9 @@ def parse_args(argv=None):
     for flag in PASS_THROUGH_SWITCHES:
         through.add_argument(flag, action=argparse.BooleanOptionalAction)
     parser.add_argument("--steps", type=int, help="timed steps of each pure-compute measurement (default 10 on "
-                        "cuda, 2 on cpu)")
-    parser.add_argument("--warmup", type=int, help="untimed steps before them (default 3 on cuda, 1 on cpu)")
+                        "cuda, 3 on cpu)")
+    parser.add_argument("--warmup", type=int, help="untimed steps before them (default 3 on cuda, 1 on cpu; at least 2 "
+                        "with --compile)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for this process (default: torch's)")
     parser.add_argument("--tmp-dir", type=Path, help="where the temporary folder goes (default: the system's)")
     parser.add_argument("--keep", action="store_true", help="keep the data set and the run folder")
@@ -98,11 +100,11 @@ def parse_args(argv=None):
         sys.exit(str(error))
     cuda = torch.device(args.device).type == "cuda"
     if args.steps is None:
-        args.steps = 10 if cuda else 2
+        args.steps = 10 if cuda else 3
     if args.warmup is None:
         args.warmup = 3 if cuda else 1
     if args.compile:
-        args.warmup = max(args.warmup, 1)
+        args.warmup = max(args.warmup, 2)
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / f"epoch_speed_{torch.device(args.device).type}.md"
     return args
@@ -135,7 +137,8 @@ def synthetic_frame(rng: np.random.Generator, width: int, height: int) -> tuple[
         for _ in range(count):
             w = max(1, int(width * rng.uniform(*w_range)))
             h = max(1, int(height * rng.uniform(*h_range)))
-            x0, y0 = int(rng.integers(0, max(1, width - w))), int(rng.integers(horizon // 2, max(horizon // 2 + 1, height - h)))
+            x0 = int(rng.integers(0, max(1, width - w)))
+            y0 = int(rng.integers(horizon // 2, max(horizon // 2 + 1, height - h)))
             label[y0:y0 + h, x0:x0 + w] = cls
     palette = np.asarray(CamVid.palette, np.float32)
     image = palette[label] + rng.normal(0, 8, (height, width, 3)).astype(np.float32)
@@ -241,12 +244,12 @@ def pure_compute(config: RunConfig, steps: int, warmup: int) -> tuple[float, flo
     normalizer = Normalizer(spec.mean, spec.std, device)
     model.train()
     images, labels = host_batch(config.batch_size, spec.train_size, classes, device)
-    train = seconds_per_step(train_step(net, criterion, optimizer, normalizer, images, labels, amp_dtype, scaler),
-                             device, steps, warmup)
+    train = median_step_seconds(train_step(net, criterion, optimizer, normalizer, images, labels, amp_dtype, scaler),
+                                device, steps, warmup)
     model.eval()
     images, labels = host_batch(config.batch_size, spec.eval_size, classes, device, seed=1)
-    evaluate = seconds_per_step(eval_step(net, criterion, normalizer, images, labels, classes, amp_dtype),
-                                device, steps, warmup)
+    evaluate = median_step_seconds(eval_step(net, criterion, normalizer, images, labels, classes, amp_dtype),
+                                   device, steps, warmup)
     return train, evaluate
 
 
@@ -274,8 +277,8 @@ def report(args, argv, config, history, cycles, times, description, generated_s,
         f"- data: {args.train} train / {args.val} val / {args.test} test frames of {w}x{h}, {description}, written "
         f"in {generated_s:.1f} s",
         f"- pure compute: training step {1000 * t_train:.1f} ms, validation batch {1000 * t_eval:.1f} ms (batch {b}; "
-        f"mean of {args.steps} steps after {args.warmup} warm-up, synchronised); per epoch {train_batches:g} training "
-        f"steps + {val_batches:g} validation batches = {compute:.2f} s",
+        f"median of {args.steps} steps after {args.warmup} warm-up, each synchronised); per epoch "
+        f"{train_batches:g} training steps + {val_batches:g} validation batches = {compute:.2f} s",
         f"- the whole run (start-up, {args.epochs} epochs, test, figures): {total_s:.1f} s",
         f"- date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",

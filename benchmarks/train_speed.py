@@ -6,14 +6,14 @@
     python -m benchmarks.train_speed --device cuda --amp --archs unet fpn --compile
     python -m benchmarks.train_speed --size 64 96 --archs unet --steps 1 --patch-size 4 --no-memory  # smoke run
 
-Run it from the repository root. One step is main.py's training step (utils.engine.train.train_one_epoch for
-one batch, without the loader): a uint8 image batch and uint8 labels on the host (pinned on CUDA) go through
-utils.data.transforms.Normalizer (copy to the device, / 255, mean / std, channels_last on CUDA) and .long();
-forward under autocast (--amp), AFMALoss (the NLL alone for the baseline), zero_grad, backward (scaled by a
-GradScaler when AMP runs in fp16) and an Adam step. The model is placed as main.py places it: channels_last on
-CUDA (--no-channels-last to compare), TF32 for float32 on CUDA unless --no-tf32, cudnn.benchmark on
-(utils.engine.device.setup_device), torch.compile with --compile. The baseline and AFMA of one architecture
-start from the same weights and see the same batch.
+Run it from the repository root. One step is main.py's training step (utils.engine.train.train_step, what
+train_one_epoch runs for each batch, without the loader): a uint8 image batch and uint8 labels on the host
+(pinned on CUDA) go through utils.data.transforms.Normalizer (copy to the device, / 255, mean / std,
+channels_last on CUDA) and .long(); forward under autocast (--amp), AFMALoss (the NLL alone for the baseline),
+zero_grad, backward (scaled by a GradScaler when AMP runs in fp16) and an Adam step. The model is placed as
+main.py places it: channels_last on CUDA (--no-channels-last to compare), TF32 for float32 on CUDA unless
+--no-tf32, cudnn.benchmark on (utils.engine.device.setup_device), torch.compile with --compile. The baseline and
+AFMA of one architecture start from the same weights and see the same batch.
 
 ms/step = time of --steps consecutive steps after --warmup untimed ones, synchronised before and after, / steps;
 images/s = batch / (ms/step). Peak memory: torch.cuda.max_memory_allocated over the timed steps on CUDA
@@ -75,7 +75,7 @@ def parse_args(argv=None):
                         help="default 4 16 on cuda, 2 on cpu")
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--steps", type=int, help="timed steps (default 10 on cuda, 2 on cpu)")
-    parser.add_argument("--warmup", type=int, help="untimed steps first (default 3 on cuda, 1 on cpu; at least 1 "
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 3 on cuda, 1 on cpu; at least 2 "
                         "with --compile)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                         help="channels_last model and input (default: on for cuda, as main.py)")
@@ -91,7 +91,7 @@ def parse_args(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, on_cuda if cuda else on_cpu)
     if args.compile:
-        args.warmup = max(args.warmup, 1)
+        args.warmup = max(args.warmup, 2)
     if args.steps < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
         parser.error("--steps and --batch-sizes must be at least 1, --warmup at least 0")
     if args.out is None:
@@ -231,8 +231,8 @@ def report(args, device, rows, argv) -> str:
     if device.type != "cuda":
         lines.append("(The targets are for CUDA at 480x640; on the CPU they are shown for reference only.)")
         lines.append("")
-    lines.append("- AFMA / baseline step time " + " and ".join(f"<= {t}x at depth {d}" for d, t in RATIO_TARGETS.items())
-                 + ": " + summary(ratio_checks, "no row at those depths"))
+    ratio_rule = " and ".join(f"<= {t}x at depth {d}" for d, t in RATIO_TARGETS.items())
+    lines.append(f"- AFMA / baseline step time {ratio_rule}: " + summary(ratio_checks, "no row at those depths"))
     amp_rule = ("AMP images/s >= fp32's at batch 4 (every architecture), >= 1.4x at batch 16 (UNet), AFMA model: ")
     lines.append("- " + amp_rule + (summary(amp_checks, "no row at batch 4 or 16") if args.compare_amp
                                      else "not checked (run with --compare-amp)"))
@@ -243,7 +243,8 @@ def summary(checks, none) -> str:
     if not checks:
         return none
     missed = [name for ok, name in checks if not ok]
-    return f"met in {len(checks) - len(missed)} of {len(checks)}" + (f"; missed by {', '.join(missed)}" if missed else "")
+    met = f"met in {len(checks) - len(missed)} of {len(checks)}"
+    return met + (f"; missed by {', '.join(missed)}" if missed else "")
 
 
 def table_head(header) -> list[str]:

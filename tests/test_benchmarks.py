@@ -52,7 +52,8 @@ def test_train_speed_writes_table(tmp_path, one_thread):
     header, body = table_rows(text, "arch")
     assert header[:4] == ["arch", "depth", "batch", "precision"]
     # Every arch x batch at the default depth 3, in float32 only (no --amp / --compare-amp).
-    assert [tuple(row[:4]) for row in body] == [(arch, "3", batch, "fp32") for arch in ("unet", "fpn") for batch in "12"]
+    expected = [(arch, "3", batch, "fp32") for arch in ("unet", "fpn") for batch in "12"]
+    assert [tuple(row[:4]) for row in body] == expected
     column = {name: i for i, name in enumerate(header)}
     for row in body:
         base, afma = number(row[column["baseline ms/step"]]), number(row[column["AFMA ms/step"]])
@@ -89,7 +90,7 @@ def test_train_speed_gpu_defaults_and_flags():
     assert args.depths == [3] and args.size == [480, 640] and args.steps >= 5 and args.warmup >= 1
     assert args.out.name == "train_speed_cuda.md"
     args = train_speed.parse_args(["--no-tf32", "--compile", "--warmup", "0", "--batch-size", "3"])
-    assert not args.tf32 and args.compile and args.warmup == 1  # compiling happens in the warm-up, never timed
+    assert not args.tf32 and args.compile and args.warmup == 2  # compiling happens in the warm-up, never timed
     assert args.batch_sizes == [3] and not args.channels_last and args.out.name == "train_speed_cpu.md"
 
 
@@ -165,7 +166,7 @@ def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
     out = tmp_path / "epoch.md"
     text = epoch_speed.main(["--device", "cpu", "--train", "2", "--val", "2", "--test", "1", "--scale", "0.125",
                              "--encoder", "resnet18", "--patch-size", "4", "--batch-size", "2", "--epochs", "2",
-                             "--workers", "0", "--steps", "1", "--warmup", "1", "--tmp-dir", str(tmp_path),
+                             "--workers", "0", "--steps", "3", "--warmup", "1", "--tmp-dir", str(tmp_path),
                              "--out", str(out)])
     assert out.read_text() == text and "python -m benchmarks.epoch_speed" in text
     assert "unet-resnet18" in text and "training crop 64x96, evaluation 96x128" in text

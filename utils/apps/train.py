@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from models import WeightsUnavailable, build_model
 from utils.config import RunConfig, run_dir_name
 from utils.data.datasets import DATASETS, build_dataset
-from utils.data.loaders import make_loader
+from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import Normalizer, build_transforms
 from utils.engine import distributed
 from utils.engine.checkpoint import CheckpointSaver, load_checkpoint, load_model_state
@@ -100,8 +101,9 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                             "val_loss": val["loss"], "val_miou": val["miou"], "val_global_iou": val["global_iou"],
                             "val_accuracy": val["accuracy"], "seconds": round(time.perf_counter() - started, 2)})
             scheduler.step()
-            improved = val["miou"] > best_miou
-            best_miou = max(best_miou, val["miou"])
+            # A val split without labels (mIoU NaN, warned about) keeps the latest epoch as best.pt.
+            improved = val["miou"] > best_miou or (best_miou < 0 and math.isnan(val["miou"]))
+            best_miou = max(best_miou, val["miou"]) if not math.isnan(val["miou"]) else best_miou
             log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
                 f"val mIoU {val['miou']:.4f}{' (best)' if improved else ''}")
             rngs = gather_rng_states()  # every rank takes part, whether or not last.pt is written now
@@ -121,18 +123,19 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                     plots.plot_history(history, run_dir / "curves.png")
                     last_drawing = time.monotonic()
             distributed.barrier()
+        # The best epoch's weights, on val and test, with the object-size scores.
+        best = load_checkpoint(run_dir / "best.pt", map_location=device)
+        load_model_state(model, best, run_dir / "best.pt")
+        results = {split: evaluate(net, criterion, loaders[split], normalizer, config.classes, amp_dtype,
+                                   small_objects=True, desc=f"{split} (best epoch {best['epoch']})")
+                   for split in ("val", "test")}
     except (KeyboardInterrupt, Terminated) as stop:
         raise interrupted(run_dir, stop) from None
     finally:
+        close_loaders(loaders.values())
         if board:
             board.close()
 
-    # The best epoch's weights, on val and test, with the object-size scores.
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    load_model_state(model, best, run_dir / "best.pt")
-    results = {split: evaluate(net, criterion, loaders[split], normalizer, config.classes, amp_dtype,
-                               small_objects=True, desc=f"{split} (best epoch {best['epoch']})")
-               for split in ("val", "test")}
     if distributed.is_main():
         summary = {"epochs": config.epochs, "best_epoch": best["epoch"], "scale": config.model.scale}
         write_json(run_dir / "metrics.json", {**results, "run": summary, "earlier": earlier})

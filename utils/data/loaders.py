@@ -69,3 +69,13 @@ def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, dev
         data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def close_loaders(loaders) -> None:
+    """Stop the persistent workers now rather than whenever the garbage collector gets to them (a --compare
+    trains many runs in one process). DataLoader has no public close; its iterator's shutdown is what `del` runs."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        loader._iterator = None

@@ -12,7 +12,7 @@ def init_distributed(device: torch.device) -> torch.device:
 
     NCCL on CUDA, gloo on CPU. Returns the device this rank should use (cuda:LOCAL_RANK on GPUs).
     """
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2 or dist.is_initialized():
+    if "RANK" not in os.environ or dist.is_initialized():  # torchrun sets RANK, for one process too
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

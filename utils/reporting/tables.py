@@ -10,9 +10,8 @@ SUMMARY_ROWS = (("miou", "mIoU"), ("global_iou", "global IoU"), ("accuracy", "me
                 ("loss", "loss"))
 VOID_IGNORED_ROWS = (("miou", "mIoU (void ignored)"), ("global_iou", "global IoU (void ignored)"),
                      ("accuracy", "mean accuracy (void ignored)"))
-LEGEND = ("Scores: authors' protocol (every pixel counts: a void pixel predicted as a class is a false positive "
-          "of it); void ignored: void pixels not counted, a pixel predicted void is a miss (Cityscapes/SegNet "
-          "evaluation).")
+LEGEND = ("Scores: authors' protocol: every pixel counts, a void pixel predicted as a class is a false positive of it;\n"
+          "Scores: void ignored: void pixels not counted, a pixel predicted void is a miss (Cityscapes/SegNet evaluation).")
 
 
 def format_table(results, class_names):
