@@ -67,7 +67,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
 
     def add(flag, help, **kwargs):
         key = flag[2:].replace("-", "_")
-        setting.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {DEFAULTS[key]})", **kwargs)
+        shown = DEFAULTS[key] if DEFAULTS[key] != "" else "none"
+        setting.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {shown})", **kwargs)
 
     on_off = dict(action=argparse.BooleanOptionalAction)
     add("--dataset", f"{', '.join(DATASETS)}")
@@ -135,7 +136,8 @@ def resumed_run(args, explicit):
     check_resume_flags(saved, explicit, run_dir)
     settings, _ = layer_settings(DEFAULTS, explicit, saved=saved.settings())
     sources = saved.sources | dict.fromkeys(explicit, "flag")  # where each value first came from
-    config = make_config(settings | {"output_dir": str(run_dir)}, sources, saved.preset)
+    # Its weights come from last.pt: no download of pretrained ones (offline nodes resume too).
+    config = make_config(settings | {"output_dir": str(run_dir), "encoder_weights": "none"}, sources, saved.preset)
     config = config.replace(model=saved.model, encoder_weights=saved.encoder_weights)  # exactly the model it was
     if state and state["epoch"] >= config.epochs:
         more = "" if "epochs" in explicit else f"; give --epochs N (more than {state['epoch']}) to train it on"
@@ -152,8 +154,8 @@ def checkpoint_run(args, explicit):
     spec = checkpoint_spec(state, path)
     check_checkpoint_flags(spec, explicit, path)
     saved = RunConfig.from_dict(state["config"])
-    settings, sources = layer_settings(DEFAULTS, explicit, saved=saved.settings() | {"output_dir": ""},
-                                       saved_source="checkpoint")
+    settings, sources = layer_settings(DEFAULTS, explicit, saved=saved.settings() | {"output_dir": "",
+                                       "encoder_weights": "none"}, saved_source="checkpoint")  # weights: the file's
     config = make_config(settings, sources)
     if tuple(config.classes) != tuple(spec.classes):
         raise CheckpointError(f"--dataset {config.dataset} has the classes {list(config.classes)}, but {path} was "

@@ -159,3 +159,15 @@ def test_unreachable_weights_fall_back_to_random_init_when_allowed(offline, tiny
                       "--allow-random-init", "--output-dir", str(out)]) == 0
     assert "training from random initialisation instead" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["encoder_weights"] is None
+
+
+def test_resuming_and_evaluating_a_pretrained_run_need_no_download(offline, trained, tiny_camvid, tmp_path):
+    """Their weights are in the checkpoint: an offline node resumes and evaluates an ImageNet-initialised run."""
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(trained / name, weights_only=True)
+        state["config"]["encoder_weights"] = "imagenet"
+        torch.save(state, trained / name)
+    assert main.main(["--resume", str(trained), "--epochs", "2", "--workers", "0"]) == 0
+    assert torch.load(trained / "last.pt", weights_only=True)["config"]["encoder_weights"] == "imagenet"
+    assert main.main(["--checkpoint", str(trained / "best.pt"), "--data-dir", str(tiny_camvid), "--workers", "0",
+                      "--output-dir", str(tmp_path / "evaluated")]) == 0

@@ -54,7 +54,8 @@ def log(message: str) -> None:
 def train(config: RunConfig, resume: Resume | None = None) -> dict:
     """Train, keep the best checkpoint by val mIoU, then test it. Returns {"val": ..., "test": ...}."""
     device = setup_device(config.device, config.seed, config.deterministic, config.tf32)
-    model, config = build_network(config)
+    state = resume.state if resume else None
+    model, config = build_network(config, pretrained=state is None)  # a resumed run's weights come from last.pt
     splits = load_splits(config, ("train", "val", "test"))
     check_sizes(model, splits, config)
     run_dir = resume.run_dir if resume else prepare_run_dir(config)
@@ -73,7 +74,6 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                for split, data in splits.items()}
     normalizer = Normalizer(config.model.mean, config.model.std, device)
     start_epoch, best_miou, history, earlier = 1, -1.0, [], []
-    state = resume.state if resume else None
     if state:
         load_model_state(model, state, run_dir / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
@@ -156,11 +156,11 @@ def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
     return [{**run, "val_miou": metrics["val"]["miou"], "test_miou": metrics["test"]["miou"]}]
 
 
-def build_network(config: RunConfig):
+def build_network(config: RunConfig, pretrained: bool = True):
     """The model; if its weights cannot be fetched and --allow-random-init is on, the same at random init."""
     spec = config.model.to_dict()
     try:
-        return build_model(encoder_weights=config.encoder_weights, **spec), config
+        return build_model(encoder_weights=config.encoder_weights if pretrained else None, **spec), config
     except WeightsUnavailable as error:
         if not config.allow_random_init:
             raise UsageError(f"{error} (or pass --allow-random-init to fall back to it)") from None
