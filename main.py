@@ -123,12 +123,16 @@ def resumed_run(args, explicit):
 
     run_dir = Path(args.resume)
     last = run_dir / "last.pt"
+    if "output_dir" in explicit and Path(explicit["output_dir"]) != run_dir:
+        raise UsageError(f"--resume {run_dir} continues in that folder: leave out --output-dir {explicit['output_dir']}")
+    if args.preset:
+        raise UsageError(f"--resume {run_dir} keeps the run's own settings: leave out --preset {args.preset}")
     if last.is_file():
         state = load_checkpoint(last)
-        saved = RunConfig.from_dict(state["config"])
+        saved = saved_config(state["config"], last)
     elif stopped_before_first_checkpoint(run_dir):
         state = None
-        saved = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        saved = saved_config(json.loads((run_dir / "config.json").read_text()), run_dir / "config.json")
         print(f"{run_dir} has no checkpoint yet (it stopped during its first epoch): starting it again from epoch 1 "
               f"with its saved settings")
     else:
@@ -139,10 +143,22 @@ def resumed_run(args, explicit):
     # Its weights come from last.pt: no download of pretrained ones (offline nodes resume too).
     config = make_config(settings | {"output_dir": str(run_dir), "encoder_weights": "none"}, sources, saved.preset)
     config = config.replace(model=saved.model, encoder_weights=saved.encoder_weights)  # exactly the model it was
-    if state and state["epoch"] >= config.epochs:
-        more = "" if "epochs" in explicit else f"; give --epochs N (more than {state['epoch']}) to train it on"
-        raise UsageError(f"{run_dir} has already trained {state['epoch']} epochs{more}")
+    if state and state["epoch"] > config.epochs:
+        raise UsageError(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")
+    if state and state["epoch"] == config.epochs:
+        if (run_dir / "metrics.json").is_file():
+            more = "" if "epochs" in explicit else f"; give --epochs N (more than {state['epoch']}) to train it on"
+            raise UsageError(f"{run_dir} has already trained and tested its {state['epoch']} epochs{more}")
+        print(f"{run_dir} finished training but not its final evaluation: evaluating the best epoch now")
     return config, Resume(run_dir, state)
+
+
+def saved_config(data: dict, path: Path) -> RunConfig:
+    try:
+        return RunConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"{path} does not hold the settings of a run written by this version of main.py "
+                         f"({type(error).__name__}: {error}); start a new run") from None
 
 
 def checkpoint_run(args, explicit):
@@ -153,9 +169,12 @@ def checkpoint_run(args, explicit):
     state = load_checkpoint(path)
     spec = checkpoint_spec(state, path)
     check_checkpoint_flags(spec, explicit, path)
-    saved = RunConfig.from_dict(state["config"])
-    settings, sources = layer_settings(DEFAULTS, explicit, saved=saved.settings() | {"output_dir": "",
-                                       "encoder_weights": "none"}, saved_source="checkpoint")  # weights: the file's
+    saved = saved_config(state["config"], path).settings()
+    # What describes the data and the model comes from the checkpoint; how to run, from this machine's defaults.
+    for key in ("device", "workers", "tf32", "compile", "output_dir"):
+        saved.pop(key)
+    saved["encoder_weights"] = "none"  # the weights are the file's: nothing to download
+    settings, sources = layer_settings(DEFAULTS, explicit, saved=saved, saved_source="checkpoint")
     config = make_config(settings, sources)
     if tuple(config.classes) != tuple(spec.classes):
         raise CheckpointError(f"--dataset {config.dataset} has the classes {list(config.classes)}, but {path} was "
@@ -166,12 +185,22 @@ def checkpoint_run(args, explicit):
 
 
 def run(args, explicit) -> int:
+    actions = [f"--{name}" for name in ("resume", "compare", "predict") if getattr(args, name)]
+    if len(actions) > 1 or (args.checkpoint and actions and actions != ["--predict"]):
+        given = actions + (["--checkpoint"] if args.checkpoint else [])
+        raise UsageError(f"{' and '.join(given)} are different actions: give one of them (--predict goes with "
+                         f"--checkpoint)")
     if args.predict:
         from utils.apps.predict import predict
-        from utils.config import resolve_device
+        from utils.config import check_scale, resolve_device
+        from utils.engine.checkpoint import checkpoint_spec, load_checkpoint
 
         if not args.checkpoint:
             raise UsageError("--predict PATH needs --checkpoint RUN_DIR/best.pt")
+        check_checkpoint_flags(checkpoint_spec(load_checkpoint(args.checkpoint), Path(args.checkpoint)), explicit,
+                               Path(args.checkpoint))
+        if "scale" in explicit:
+            check_scale(explicit["scale"])
         written = predict(Path(args.predict), Path(args.checkpoint), explicit.get("output_dir") or None,
                           resolve_device(explicit.get("device", DEVICE)), explicit.get("scale"))
         print(f"wrote {len(written)} files to {written[0].parent}" if written else "nothing to write")
@@ -205,8 +234,8 @@ def compare(args, explicit) -> int:
         flags = explicit | {"arch": arch, "att_depth": "off" if depth is None else str(depth), "output_dir": str(run_dir)}
         return new_run(args, flags)
 
-    identity = base.settings() | {"compare": args.compare, "att_depth": ",".join(map(str, depths)), "output_dir": str(out_dir)}
-    for key in RESUMABLE:  # how it runs is no part of what it compares
+    identity = base.settings() | {"compare": args.compare, "att_depth": ",".join(map(str, depths))}
+    for key in (*RESUMABLE, "output_dir"):  # where and how it runs, and how long, is no part of what it compares
         identity.pop(key, None)
     run_comparison(archs, depths, out_dir, make_run, identity)
     return 0

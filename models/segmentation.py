@@ -29,10 +29,14 @@ class AFMASegmentationModel(nn.Module):
         encoder = net.encoder
         self.size_divisor = encoder.output_stride
         self.afma = None
+        self.min_size_reason = "for its decoder"
         if spec.att_depth is not None:
             self.afma = AFMA(encoder.out_channels[spec.att_depth], self.classes, spec.att_depth, spec.patch_size)
             # The attention-depth feature must hold one whole patch.
-            min_size = max(min_size, spec.patch_size * feature_stride(spec.arch, spec.att_depth))
+            patch_min = spec.patch_size * feature_stride(spec.arch, spec.att_depth)
+            if patch_min > min_size:
+                min_size = patch_min
+                self.min_size_reason = f"one {spec.patch_size}x{spec.patch_size} patch at attention depth {spec.att_depth}"
         self.min_size = _round_up(min_size, self.size_divisor)
 
     @property
@@ -50,8 +54,7 @@ class AFMASegmentationModel(nn.Module):
         if (height, width) != nearest:
             reason = f"divisible by {d}"
             if self.min_size > d:
-                why = f"one {self.patch_size}x{self.patch_size} patch at attention depth {self.att_depth}"
-                reason += f" and at least {self.min_size} ({why if self.afma_enabled else 'for its decoder'})"
+                reason += f" and at least {self.min_size} ({self.min_size_reason})"
             raise ValueError(
                 f"input size {height}x{width} is not valid for this model: height and width must be {reason}; "
                 f"the nearest valid size is {nearest[0]}x{nearest[1]} (pad or crop to it)"

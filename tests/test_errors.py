@@ -124,7 +124,7 @@ def test_truncated_checkpoint(trained, tiny_camvid, tmp_path, capsys, mode):
     before = sorted(p.name for p in trained.iterdir())
     argv = {"evaluate": ["--data-dir", tiny_camvid, "--checkpoint", checkpoint],
             "predict": ["--predict", first(tiny_camvid, "test"), "--checkpoint", checkpoint],
-            "resume": ["--resume", trained]}[mode]
+            "resume": ["--resume", trained, "--output-dir", trained]}[mode]  # --output-dir: the run's own
     message = fails(capsys, tmp_path / "out", *argv)
     assert str(checkpoint) in message and "corrupt" in message
     assert sorted(p.name for p in trained.iterdir()) == before
@@ -133,7 +133,7 @@ def test_truncated_checkpoint(trained, tiny_camvid, tmp_path, capsys, mode):
 def test_existing_run_folder_is_not_overwritten(trained, tiny_camvid, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in trained.iterdir()}
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--output-dir", str(trained)]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "not an empty folder" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == before
 
 
@@ -171,3 +171,43 @@ def test_resuming_and_evaluating_a_pretrained_run_need_no_download(offline, trai
     assert torch.load(trained / "last.pt", weights_only=True)["config"]["encoder_weights"] == "imagenet"
     assert main.main(["--checkpoint", str(trained / "best.pt"), "--data-dir", str(tiny_camvid), "--workers", "0",
                       "--output-dir", str(tmp_path / "evaluated")]) == 0
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--lr", "inf"], ["--lr inf", "positive number"]),
+    (["--scale", "0"], ["--scale 0", "between"]),
+    (["--resume", "x", "--compare", "unet"], ["--resume and --compare", "one of them"]),
+    (["--checkpoint", "x.pt", "--compare", "unet"], ["--compare and --checkpoint"]),
+])
+def test_impossible_combinations_are_refused(tiny_camvid, tmp_path, capsys, argv, words):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, *argv)
+    assert all(word in message for word in words), message
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tiny_camvid, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--output-dir", str(blocker / "run")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: --output-dir") and "cannot be created" in message and "\n" not in message
+
+
+def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    assert main.main(["--resume", str(tmp_path)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "does not hold the settings of a run" in message and "\n" not in message
+
+
+def test_predict_refuses_contradicting_flags_and_bad_scales(trained, tiny_camvid, tmp_path, capsys):
+    image = first(tiny_camvid, "test")
+    for extra, words in ((["--arch", "fpn"], "contradicts"), (["--scale", "0.001"], "--scale 0.001")):
+        out = tmp_path / "predicted"
+        assert main.main(["--predict", str(image), "--checkpoint", str(trained / "best.pt"), "--output-dir",
+                          str(out), *extra]) == 2
+        assert words in capsys.readouterr().err and not out.exists()
+
+
+def test_compare_checks_every_model_against_its_crops_before_training(tiny_camvid, tmp_path, capsys):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--compare", "all")
+    assert message.startswith("error: pan:") and "for its decoder" in message and "--scale" in message

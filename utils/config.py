@@ -109,10 +109,9 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
                                ("--patch-size", s["patch_size"], 1), ("--seed", s["seed"], 0)):
         if value < low:
             raise UsageError(f"--{option[2:]} {value} is not valid: it must be at least {low}")
-    if not s["lr"] > 0:
-        raise UsageError(f"--lr {s['lr']} is not valid: it must be positive")
-    if not 0 < s["scale"] <= 4:
-        raise UsageError(f"--scale {s['scale']} is not valid: it must be in (0, 4]; 1.0 is the paper's resolution")
+    if not 0 < s["lr"] < float("inf"):
+        raise UsageError(f"--lr {s['lr']} is not valid: it must be a positive number")
+    check_scale(s["scale"])
     if not s["save_every"] >= 0:
         raise UsageError(f"--save-every {s['save_every']} is not valid: minutes, 0 or more (0: every epoch)")
     dataset = DATASETS[s["dataset"]]
@@ -146,6 +145,11 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
         save_every=float(s["save_every"]), output_dir=str(s["output_dir"] or ""), preset=preset,
         sources=dict(sources or {}),
     )
+
+
+def check_scale(scale: float) -> None:
+    if not 1 / 64 <= scale <= 4:
+        raise UsageError(f"--scale {scale} is not valid: it must be between 1/64 and 4; 1.0 is the paper's resolution")
 
 
 def usage_error(error: SettingError) -> UsageError:
@@ -213,8 +217,10 @@ def resolve_device(name: str) -> str:
 
 def check_resume_flags(saved: RunConfig, explicit: dict, run_dir: Path) -> None:
     """Refuse, naming them, the flags a resumed run cannot take (it would no longer be the same run)."""
+    normal = {"milestones": parse_milestones, "att_depth": parse_depth, "encoder_weights": lambda v: str(v).lower()}
+    same = lambda key, a, b: normal.get(key, lambda v: v)(a) == normal.get(key, lambda v: v)(b)  # noqa: E731
     fixed = {key: value for key, value in explicit.items()
-             if key not in RESUMABLE and key != "output_dir" and saved.settings().get(key) != value}
+             if key not in RESUMABLE and key != "output_dir" and not same(key, saved.settings().get(key), value)}
     if fixed:
         changes = ", ".join(f"--{key.replace('_', '-')} (was {saved.settings().get(key)!r}, given {value!r})"
                             for key, value in fixed.items())

@@ -106,3 +106,54 @@ def test_an_unexpected_error_keeps_its_traceback(tiny_camvid, tmp_path, monkeypa
         assert "a bug" in str(error)
     else:
         raise AssertionError("a ValueError that is no AFMAError must not be turned into an error line")
+
+
+def test_a_run_stopped_in_its_final_evaluation_is_finished_by_resume(tiny_camvid, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--output-dir", run) == 0
+    expected = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").unlink()  # as if stopped during the test pass
+    assert main.main(["--resume", str(run), "--workers", "0"]) == 0
+    assert "not its final evaluation" in capsys.readouterr().out
+    assert json.loads((run / "metrics.json").read_text())["test"] == expected["test"]
+
+
+def test_a_run_with_best_but_no_last_checkpoint_starts_again(tiny_camvid, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--output-dir", run) == 0
+    for name in ("last.pt", "metrics.json", "history.csv"):
+        (run / name).unlink()
+    assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--output-dir", run) == 0
+    assert "stopped before its first checkpoint" in capsys.readouterr().out
+
+
+def test_a_checkpoint_trained_on_a_gpu_is_evaluated_with_this_machines_device_and_workers(tiny_camvid, tmp_path):
+    run = tmp_path / "run"
+    assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--output-dir", run) == 0
+    state = torch.load(run / "best.pt", weights_only=True)
+    state["config"].update(device="cuda", workers=15)
+    torch.save(state, run / "gpu.pt")
+    out = tmp_path / "evaluated"
+    assert main.main(["--checkpoint", str(run / "gpu.pt"), "--data-dir", str(tiny_camvid), "--workers", "0",
+                      "--output-dir", str(out)]) == 0  # on a CPU-only machine too
+    args, explicit = main.parse_args(["--checkpoint", str(run / "gpu.pt"), "--data-dir", str(tiny_camvid)])
+    config, _, _ = main.checkpoint_run(args, explicit)
+    assert config.device == ("cuda" if torch.cuda.is_available() else "cpu") and config.workers != 15
+    assert config.sources["device"] == "default" and config.sources["scale"] == "checkpoint"
+
+
+def test_a_non_finite_validation_loss_stops_before_the_epochs_checkpoints(tiny_camvid, tmp_path, monkeypatch, capsys):
+    import utils.apps.train as training
+
+    original, calls = training.evaluate, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls["n"] += 1
+        return {**result, "loss": float("nan")} if calls["n"] == 2 else result
+
+    monkeypatch.setattr(training, "evaluate", poisoned)
+    run = tmp_path / "run"
+    assert run_main("--data-dir", tiny_camvid, "--epochs", 3, "--save-every", 0, "--output-dir", run) == 2
+    assert "validation loss became non-finite after epoch 2" in capsys.readouterr().err
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models import ARCHITECTURES
-from utils.apps.train import Resume, log, stopped_before_first_checkpoint, train
+from utils.apps.train import Resume, check_model_fits, log, stopped_before_first_checkpoint, train
 from utils.config import RunConfig
 from utils.data.datasets import DATASETS
 from utils.engine import distributed
@@ -46,6 +46,8 @@ def compare(archs: list[str], depths: list[int], out_dir: Path, make_run: Callab
     variants = [None, *depths]
     configs = {(arch, depth): make_run(arch, depth, out_dir / f"{arch}-{variant_name(depth)}")
                for arch in archs for depth in variants}  # every setting of every run checked before the first one
+    for config in configs.values():
+        check_model_fits(config)
     claim_folder(out_dir, settings)
     results = {key: finish(config) for key, config in configs.items()}
     report = out_dir / "comparison.md"
@@ -88,11 +90,15 @@ def finish(config: RunConfig) -> dict:
     """A finished run's metrics, or the run trained (resumed where it has a last.pt)."""
     run_dir = Path(config.output_dir)
     metrics, last = run_dir / "metrics.json", run_dir / "last.pt"
-    if metrics.is_file() and last.is_file() and load_checkpoint(last)["epoch"] >= config.epochs:
+    state = load_checkpoint(last) if last.is_file() else None
+    if state and state["epoch"] > config.epochs:  # every model of the table trains the same number of epochs
+        raise UsageError(f"{run_dir} has trained {state['epoch']} epochs, more than --epochs {config.epochs}: repeat "
+                         f"the comparison with --epochs {state['epoch']} or more, or choose a new --output-dir")
+    if state and state["epoch"] == config.epochs and metrics.is_file():
         log(f"{run_dir}: finished earlier, kept")
         return json.loads(metrics.read_text())
-    if last.is_file():
-        return train(config, Resume(run_dir, load_checkpoint(last)))
+    if state:  # interrupted, or trained on to more epochs
+        return train(config, Resume(run_dir, state))
     if run_dir.exists() and not stopped_before_first_checkpoint(run_dir) and any(run_dir.iterdir()):
         raise UsageError(f"{run_dir} is neither a finished run nor one to resume: move it away and run again")
     return train(config)

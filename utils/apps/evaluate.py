@@ -29,7 +29,7 @@ def evaluate_checkpoint(config: RunConfig, path: Path, state: dict) -> dict:
     load_model_state(model, state, path)
     splits = load_splits(config, ("val", "test"))
     check_sizes(model, splits, config)
-    out_dir = prepare_run_dir(config) if config.output_dir else None
+    out_dir = prepare_run_dir(config, training=False) if config.output_dir else None
     trained_scale = checkpoint_spec(state, path).scale
     if config.model.scale != trained_scale:
         log(f"note: evaluating at --scale {config.model.scale}; {path} was trained at scale {trained_scale}")

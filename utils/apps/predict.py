@@ -38,7 +38,11 @@ def predict(path: Path, checkpoint: Path, output_dir: str | None, device: str = 
     transform = build_transforms(dataset, "predict", spec.scale)
     normalizer = Normalizer(spec.mean, spec.std, device)
     out_dir = Path(output_dir) if output_dir else Path(checkpoint).parent / "predictions"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"--output-dir {out_dir} cannot be created ({error.strerror}): choose a folder you can "
+                        f"write") from None
     written = []
     for file, name in zip(files, output_names(files)):
         image = images[file]

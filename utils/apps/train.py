@@ -29,7 +29,7 @@ from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.evaluate import evaluate
 from utils.engine.seeding import rng_state, set_rng_state
 from utils.engine.train import train_one_epoch
-from utils.errors import Interrupted, Terminated, UsageError
+from utils.errors import Interrupted, NonFiniteLoss, Terminated, UsageError
 from utils.files import write_csv, write_json
 from utils.losses import AFMALoss
 from utils.reporting import plots
@@ -100,6 +100,9 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
             history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                             "val_loss": val["loss"], "val_miou": val["miou"], "val_global_iou": val["global_iou"],
                             "val_accuracy": val["accuracy"], "seconds": round(time.perf_counter() - started, 2)})
+            if not math.isfinite(val["loss"]):
+                raise NonFiniteLoss(f"the validation loss became non-finite after epoch {epoch}: stopped before its "
+                                    f"checkpoints; those of the last good epoch are kept (try a lower --lr)")
             scheduler.step()
             # A val split without labels (mIoU NaN, warned about) keeps the latest epoch as best.pt.
             improved = val["miou"] > best_miou or (best_miou < 0 and math.isnan(val["miou"]))
@@ -130,7 +133,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                                    small_objects=True, desc=f"{split} (best epoch {best['epoch']})")
                    for split in ("val", "test")}
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(run_dir, stop) from None
+        raise interrupted(run_dir, stop, saver.last_epoch or (state["epoch"] if state else None)) from None
     finally:
         close_loaders(loaders.values())
         if board:
@@ -182,26 +185,40 @@ def load_splits(config: RunConfig, names) -> dict:
 def check_sizes(model, splits: dict, config: RunConfig) -> None:
     """Every split's network input must suit the model: say so now, with the flag that fixes it."""
     for split, data in splits.items():
-        height, width = data[0][0].shape[-2:]
-        try:
-            model.check_input_size(height, width)
-        except ValueError as error:
-            raise UsageError(f"the {split} crop of --dataset {config.dataset} at --scale {config.model.scale}: {error}; "
-                             f"choose another --scale (or a smaller --att-depth / --patch-size)") from None
+        check_size(model, split, data[0][0].shape[-2:], config)
 
 
-def prepare_run_dir(config: RunConfig) -> Path:
+def check_size(model, split: str, size, config: RunConfig) -> None:
+    try:
+        model.check_input_size(*size)
+    except ValueError as error:
+        raise UsageError(f"{config.model.arch}: the {split} crop of --dataset {config.dataset} at --scale "
+                         f"{config.model.scale}: {error}; choose another --scale") from None
+
+
+def check_model_fits(config: RunConfig) -> None:
+    """The crop sizes of the spec against the model, before any data is read (--compare checks every run first)."""
+    model = build_model(**config.model.to_dict())
+    for split, size in (("train", config.model.train_size), ("val/test", config.model.eval_size)):
+        check_size(model, split, size, config)
+
+
+def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
     """The run's folder: --output-dir, or a new one under runs/. An existing run is never overwritten; a run
     stopped before its first checkpoint (config.json alone) is started again."""
     run_dir = Path(distributed.broadcast_object(config.output_dir or run_dir_name(config)))
     problem = None
     if distributed.is_main():
-        if stopped_before_first_checkpoint(run_dir):
+        if training and stopped_before_first_checkpoint(run_dir):
             log(f"{run_dir} holds a run stopped before its first checkpoint: starting it again there")
-        elif run_dir.exists() and any(run_dir.iterdir()):
-            problem = f"--output-dir {run_dir} is not empty: choose a new folder, or --resume {run_dir}"
+        elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            problem = f"--output-dir {run_dir} is not an empty folder: choose a new one" + (
+                f", or continue that run with --resume {run_dir}" if training and (run_dir / "last.pt").exists() else "")
         else:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                problem = f"--output-dir {run_dir} cannot be created ({error.strerror}): choose a folder you can write"
     problem = distributed.broadcast_object(problem)  # every rank stops, none waits for the others
     if problem:
         raise UsageError(problem)
@@ -209,18 +226,16 @@ def prepare_run_dir(config: RunConfig) -> Path:
 
 
 def stopped_before_first_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "config.json").is_file() and not any(run_dir.glob("*.pt"))
+    return (run_dir / "config.json").is_file() and not (run_dir / "last.pt").exists()
 
 
-def interrupted(run_dir: Path, stop: BaseException) -> Interrupted:
-    """What a Ctrl-C or SIGTERM leaves, and how to go on."""
+def interrupted(run_dir: Path, stop: BaseException, kept_epoch: int | None) -> Interrupted:
+    """What a Ctrl-C or SIGTERM leaves (`kept_epoch`: the epoch in last.pt, None without one), and how to go on."""
     code = 143 if isinstance(stop, Terminated) else 130
     name = "terminated (SIGTERM)" if code == 143 else "interrupted"
-    last = run_dir / "last.pt"
-    if last.is_file():
-        epoch = load_checkpoint(last)["epoch"]
-        return Interrupted(f"{name}: {last} (epoch {epoch}) is kept; continue with: python main.py --resume {run_dir}",
-                           code)
+    if kept_epoch is not None:
+        return Interrupted(f"{name}: {run_dir / 'last.pt'} (epoch {kept_epoch}) is kept; continue with: python main.py "
+                           f"--resume {run_dir}", code)
     return Interrupted(f"{name} before the first checkpoint: run the same command again, or python main.py --resume "
                        f"{run_dir}, to start it over", code)
 

@@ -12,6 +12,8 @@ Augmentation is a pure function of (seed, sample): index a dataset with `(index,
 shuffling and augmentation are the same in any worker process, persistent or not, and after a resume.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -165,10 +167,22 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return label
 
     def validate(self):
-        """Read every pair of the split once, so bad files fail now rather than mid-training."""
-        for image_path, label_path in self.pairs:
-            check_same_size(image_path, self.read_image(image_path),
-                            label_path, self.read_label(label_path))
+        """Read every pair of the split once, so bad files fail now rather than mid-training.
+
+        In threads (OpenCV and NumPy release the GIL while decoding): a few seconds for CamVid, a minute or
+        two rather than several for Cityscapes. The first bad pair in the split's order is the one reported.
+        """
+        def check(pair):
+            image_path, label_path = pair
+            check_same_size(image_path, self.read_image(image_path), label_path, self.read_label(label_path))
+
+        threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        pool = ThreadPoolExecutor(max_workers=threads)
+        try:
+            for _ in pool.map(check, self.pairs):
+                pass
+        finally:
+            pool.shutdown(cancel_futures=True)  # a bad file stops the check at once
 
 
 def check_same_size(image_path, image, label_path, label):

@@ -8,6 +8,7 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import os
+import signal
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
@@ -68,7 +69,18 @@ def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, dev
     return DataLoader(
         data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=ignore_stop_signals,
+        # A last training batch of one image breaks batch norm over 1x1 maps (DeepLabV3's image pooling).
+        drop_last=train and len(sampler) > batch_size,
     )
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave Ctrl-C and SIGTERM to the main process, which stops the run and shuts them down: a
+    scheduler signals the whole process group, and a worker dying first would turn a clean stop into a
+    'DataLoader worker killed' traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def close_loaders(loaders) -> None:

@@ -131,10 +131,3 @@ class Normalizer:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         return torch.addcmul(self.shift, x.float(), self.scale)
-
-
-def denormalize(image_tensor, mean, std):
-    """Undo the normalisation of a (3, H, W) tensor: uint8 RGB (H, W, 3) for figures."""
-    image = image_tensor.detach().cpu().float().numpy().transpose(1, 2, 0)
-    image = (image * np.asarray(std) + np.asarray(mean)) * 255
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)

@@ -27,6 +27,7 @@ class CheckpointSaver:
     def __init__(self, run_dir: Path, save_every_minutes: float = 5.0, enabled: bool = True, clock=time.monotonic):
         self.run_dir, self.interval, self.enabled, self.clock = Path(run_dir), save_every_minutes * 60, enabled, clock
         self.last_write = None
+        self.last_epoch = None  # the epoch in last.pt, once this saver has written it
 
     @property
     def best_path(self) -> Path:
@@ -44,12 +45,12 @@ class CheckpointSaver:
         due = final or self.last_write is None or self.clock() - self.last_write >= self.interval
         if improved or due:
             full = state()
+            if due:  # last.pt first: a run stopped between the two writes can always be resumed
+                written.append(save(full, self.last_path))
+                self.last_write, self.last_epoch = self.clock(), epoch
             if improved:
                 best = {key: full[key] for key in ("model", "model_spec", "config", "epoch")}
                 written.append(save(best | {"val_miou": full["history"][-1]["val_miou"]}, self.best_path))
-            if due:
-                written.append(save(full, self.last_path))
-                self.last_write = self.clock()
         return written
 
 
@@ -61,6 +62,8 @@ def save(state: dict, path: Path) -> Path:
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """Load with weights_only=True (nothing but tensors and plain containers is unpickled)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: give the best.pt or last.pt inside it")
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: give the path of a best.pt or last.pt written by main.py")
     try:
