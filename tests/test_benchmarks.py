@@ -176,7 +176,9 @@ def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
     for row in body:
         wall, compute, efficiency, cycle, busy = map(number, row[1:])
         assert wall > 0 and compute > 0 and 0 < efficiency <= 1.5
-        assert efficiency == pytest.approx(compute / wall, abs=0.01)
-        assert cycle >= wall - 0.01 and busy == pytest.approx(compute / cycle, abs=0.01)  # the cycle holds the epoch
+        # The table rounds each value to 2 decimals: the ratio of the printed values is only known to that.
+        assert (compute - 0.005) / (wall + 0.005) - 0.005 <= efficiency <= (compute + 0.005) / (wall - 0.005) + 0.005
+        assert (compute - 0.005) / (cycle + 0.005) - 0.005 <= busy <= (compute + 0.005) / (cycle - 0.005) + 0.005
+        assert cycle >= wall - 0.01  # the cycle holds the epoch
     assert "efficiency >= 0.85 from epoch 2" in text
     assert list(tmp_path.glob("epoch_speed_*")) == []  # the temporary data set and run are gone
