@@ -36,3 +36,21 @@ def test_an_epoch_can_be_replayed_alone_as_a_resumed_run_would():
 def test_loader_gives_uint8_images_and_masks():
     images, masks = epoch_batches(0, (1,))[0][0]
     assert images.dtype == torch.uint8 and images.shape[1] == 3 and masks.dtype == torch.uint8
+
+
+def test_workers_leave_stop_signals_to_the_main_process():
+    """A scheduler signals the whole process group: workers must not die first and turn a clean stop into a
+    'DataLoader worker killed' traceback."""
+    import signal
+
+    from utils.data.loaders import ignore_stop_signals
+
+    data = CamVid(SAMPLE, "train", build_transforms(CamVid, "train", scale=0.125))
+    assert make_loader(data, 2, 2, 0, True, torch.device("cpu")).worker_init_fn is ignore_stop_signals
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        ignore_stop_signals(0)
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
