@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from utils.config import PRESETS, RESUMABLE, RunConfig, check_checkpoint_flags, 
 from utils.data.datasets import DATASETS
 from utils.engine import distributed
 from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
+from utils.signals import stop_signals
 
 # --------------------------------------------------------------------------- settings: edit, or pass flags
 DATASET = "camvid"  # camvid, cityscapes, birds, skinlesion, lits
@@ -242,16 +242,12 @@ def compare(args, explicit) -> int:
 
 
 # ------------------------------------------------------------------------------------------- entry point
-def terminate(signum, frame):
-    raise Terminated()
-
-
 def main(argv=None) -> int:
     """Exit status: 0 done; 2 a setting, data or checkpoint error (one line); 130 Ctrl-C; 143 SIGTERM."""
     args, explicit = parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return run(args, explicit)
+        with stop_signals():
+            return run(args, explicit)
     except Interrupted as stop:
         print(stop, file=sys.stderr)
         return stop.exit_code
@@ -265,7 +261,6 @@ def main(argv=None) -> int:
         print("terminated (SIGTERM)", file=sys.stderr)
         return 143
     finally:
-        signal.signal(signal.SIGTERM, previous)
         distributed.cleanup()
 
 

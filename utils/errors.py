@@ -35,4 +35,4 @@ class Interrupted(AFMAError):
 
 
 class Terminated(BaseException):
-    """Raised by main.py's SIGTERM handler (what cluster schedulers send), so a run stops as on Ctrl-C."""
+    """SIGTERM (what cluster schedulers send), raised by utils.signals so that a run stops as on Ctrl-C."""

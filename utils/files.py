@@ -1,7 +1,8 @@
 """One way to write a file: atomically (temporary file, fsync, rename), with the umask's permissions.
 
-A kill at any moment leaves either the old file or the new one, never half of either. Checkpoints, JSON and
-CSV all go through `write_atomic`.
+A kill at any moment leaves either the old file or the new one, never half of either; a Ctrl-C or SIGTERM that
+arrives during a write takes effect once the file is whole. Checkpoints, JSON, CSV and figures all go through
+`write_atomic`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from utils.signals import deferred_stops
 
 
 def _umask() -> int:
@@ -29,20 +32,21 @@ def write_atomic(path: Path | str, content: bytes | str | Callable[[IO[bytes]], 
     plain `open()` would (0666 less the umask), not mkstemp's 0600.
     """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            if callable(content):
-                content(file)
-            else:
-                file.write(content.encode() if isinstance(content, str) else content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with deferred_stops():  # a library cut mid-write (torch.save) fails with its own error, not the stop's
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                if callable(content):
+                    content(file)
+                else:
+                    file.write(content.encode() if isinstance(content, str) else content)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o666 & ~_umask())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
     return path
 
 

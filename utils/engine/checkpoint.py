@@ -19,6 +19,7 @@ import torch
 from models import ModelSpec, build_model
 from utils.errors import CheckpointError
 from utils.files import write_atomic
+from utils.signals import deferred_stops
 
 
 class CheckpointSaver:
@@ -43,7 +44,9 @@ class CheckpointSaver:
             return []
         written = []
         due = final or self.last_write is None or self.clock() - self.last_write >= self.interval
-        if improved or due:
+        if not (improved or due):
+            return written
+        with deferred_stops():  # a Ctrl-C or SIGTERM waits until both files and last_epoch are up to date
             full = state()
             if due:  # last.pt first: a run stopped between the two writes can always be resumed
                 written.append(save(full, self.last_path))
@@ -67,7 +70,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: give the path of a best.pt or last.pt written by main.py")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with deferred_stops():  # a Ctrl-C cut into the zip reader would be reported as a corrupt file
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated zip, wrong format, pickled objects refused by weights_only
         raise CheckpointError(
             f"{path} cannot be read as a checkpoint ({type(error).__name__}): it is corrupt, truncated or not "

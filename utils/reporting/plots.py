@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from utils.files import write_atomic  # noqa: E402
 from utils.labels import scored_classes  # noqa: E402
 
 ERROR_COLOURS = {"correct": (46, 160, 67), "wrong": (214, 39, 40), "void": (128, 128, 128)}
@@ -24,8 +25,11 @@ SMALL_COLOUR = "tab:red"
 def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda file: fig.savefig(file, format=path.suffix.lstrip(".") or "png", dpi=100,
+                                                    bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -1,0 +1,89 @@
+"""Stop signals: Ctrl-C and SIGTERM stop a run, but wait until the file being written is whole."""
+import os
+import signal
+
+import pytest
+import torch
+
+from utils.engine.checkpoint import CheckpointSaver, load_checkpoint
+from utils.errors import Terminated
+from utils.files import write_atomic
+from utils.signals import deferred_stops, stop_signals
+
+
+def signal_self(signum):
+    os.kill(os.getpid(), signum)
+
+
+@pytest.mark.parametrize("signum, stop", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_stop_signal_becomes_its_exception_and_the_old_handlers_come_back(signum, stop):
+    before = signal.getsignal(signum)
+    with pytest.raises(stop), stop_signals():
+        signal_self(signum)
+        raise AssertionError("the handler runs at once outside deferred_stops")
+    assert signal.getsignal(signum) is before
+
+
+def test_a_signal_during_deferred_stops_is_raised_when_the_outermost_block_ends():
+    reached = []
+    with pytest.raises(Terminated), stop_signals():
+        with deferred_stops():
+            with deferred_stops():
+                signal_self(signal.SIGTERM)
+                signal_self(signal.SIGINT)  # the first signal held is the one raised
+                reached.append("inner")
+            reached.append("outer")
+        reached.append("after")
+    assert reached == ["inner", "outer"]
+
+
+def test_without_the_projects_handlers_deferred_stops_holds_nothing():
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    reached = []
+    with pytest.raises(KeyboardInterrupt), deferred_stops():
+        signal_self(signal.SIGINT)
+        reached.append("after the signal")
+    assert reached == []
+
+
+def test_a_signal_inside_torch_save_stops_after_the_file_is_whole(tmp_path):
+    """torch.save cut by the exception itself fails with a RuntimeError from its zip writer; held, the stop
+    comes after the rename, and the file loads."""
+    state = {"w": torch.arange(1_000_000, dtype=torch.float32)}
+
+    def write(file):
+        signal_self(signal.SIGTERM)
+        torch.save(state, file)
+
+    with pytest.raises(Terminated), stop_signals():
+        write_atomic(tmp_path / "a.pt", write)
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], state["w"])
+    assert [path.name for path in tmp_path.iterdir()] == ["a.pt"]  # no temporary file left
+
+
+def test_a_stop_during_a_checkpoint_write_leaves_both_files_and_the_saver_knows_last_pt(tmp_path):
+    saver = CheckpointSaver(tmp_path, save_every_minutes=0)
+
+    def state():
+        signal_self(signal.SIGINT)
+        return {"model": {"w": torch.ones(3)}, "model_spec": {}, "config": {}, "epoch": 1,
+                "history": [{"val_miou": 0.5}]}
+
+    with pytest.raises(KeyboardInterrupt), stop_signals():
+        saver.after_epoch(1, final=False, improved=True, state=state)
+    assert saver.last_epoch == 1  # what main.py's "last.pt (epoch N) is kept" message reads
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["val_miou"] == 0.5
+
+
+def test_a_stop_while_reading_a_checkpoint_is_no_corrupt_file(tmp_path, monkeypatch):
+    torch.save({"model": {}, "model_spec": {}, "config": {}}, tmp_path / "last.pt")
+    real_load = torch.load
+
+    def load(*args, **kwargs):
+        signal_self(signal.SIGINT)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(KeyboardInterrupt), stop_signals():
+        load_checkpoint(tmp_path / "last.pt")
