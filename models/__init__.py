@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import segmentation_models_pytorch as smp
 
 from .afma import AFMA, FactoredAttention, gold_afma, modify_output, patch_attention
 from .architectures import ARCHITECTURES, create_smp_model, feature_stride
+from .hub import hub_access, hub_host
 from .segmentation import AFMASegmentationModel
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError
 
@@ -84,35 +86,39 @@ def normalisation(encoder_name: str, encoder_weights: str | None) -> tuple[tuple
     """The input mean and std (0..1 pixel scale) the encoder's weights expect; ImageNet's for random init."""
     if encoder_weights is None:
         return IMAGENET_MEAN, IMAGENET_STD
-    try:
-        params = smp.encoders.get_preprocessing_params(encoder_name, pretrained=encoder_weights)
-    except (KeyError, ValueError) as error:
-        raise SettingError("encoder_weights", encoder_weights, f"encoder {encoder_name} has no such weights "
-                           f"({error.args[0] if error.args else error})") from None
-    except OSError as error:  # SMP fetches the weights' config.json from the hub
-        raise weights_unavailable(encoder_name, encoder_weights, error) from error
+    with hub_access() as cache_only:
+        try:
+            params = smp.encoders.get_preprocessing_params(encoder_name, pretrained=encoder_weights)
+        except (KeyError, ValueError) as error:
+            raise SettingError("encoder_weights", encoder_weights, f"encoder {encoder_name} has no such weights "
+                               f"({error.args[0] if error.args else error})") from None
+        except OSError as error:  # SMP fetches the weights' config.json from the hub
+            raise weights_unavailable(encoder_name, encoder_weights, error, cache_only) from error
     return tuple(params["mean"]), tuple(params["std"])
 
 
-def weights_unavailable(encoder_name: str, encoder_weights: str, error: Exception) -> WeightsUnavailable:
+def weights_unavailable(encoder_name: str, encoder_weights: str, error: Exception,
+                        cache_only: bool = False) -> WeightsUnavailable:
+    why = f"{hub_host()} cannot be resolved and they are not cached" if cache_only else type(error).__name__
     return WeightsUnavailable(
-        f"could not fetch {encoder_weights!r} weights for encoder {encoder_name} ({type(error).__name__}); connect "
+        f"could not fetch {encoder_weights!r} weights for encoder {encoder_name} ({why}); connect "
         f"to the internet or pre-fill the Hugging Face cache, or train from random initialisation with "
         f"--encoder-weights none"
     )
 
 
 def _create(arch: str, encoder_name: str, encoder_weights: str | None, classes: int):
-    try:
-        return create_smp_model(arch, encoder_name, encoder_weights, classes)
-    except (KeyError, ValueError) as error:  # SMP's word for an unknown weights tag or a bad combination
-        message = error.args[0] if error.args else str(error)
-        option, value = ("encoder_weights", encoder_weights) if encoder_weights else ("encoder_name", encoder_name)
-        raise SettingError(option, value, f"{arch} with encoder {encoder_name}: {message}") from None
-    except OSError as error:  # the download: offline, proxy, HTTP error, a missing file in the hub's cache
-        if encoder_weights is None:
-            raise
-        raise weights_unavailable(encoder_name, encoder_weights, error) from error
+    with hub_access() if encoder_weights else nullcontext(False) as cache_only:
+        try:
+            return create_smp_model(arch, encoder_name, encoder_weights, classes)
+        except (KeyError, ValueError) as error:  # SMP's word for an unknown weights tag or a bad combination
+            message = error.args[0] if error.args else str(error)
+            option, value = ("encoder_weights", encoder_weights) if encoder_weights else ("encoder_name", encoder_name)
+            raise SettingError(option, value, f"{arch} with encoder {encoder_name}: {message}") from None
+        except OSError as error:  # the download: offline, proxy, HTTP error, a missing file in the hub's cache
+            if encoder_weights is None:
+                raise
+            raise weights_unavailable(encoder_name, encoder_weights, error, cache_only) from error
 
 
 def _check_choice(option: str, value: str, choices) -> None:
