@@ -11,6 +11,15 @@ from utils.files import write_atomic
 from utils.signals import deferred_stops, stop_signals
 
 
+@pytest.fixture(autouse=True)
+def pythons_own_handlers():
+    """Python's own handlers, whatever the test runner was started with (`cmd &` in a script ignores SIGINT)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])
+
+
 def signal_self(signum):
     os.kill(os.getpid(), signum)
 
@@ -38,12 +47,21 @@ def test_a_signal_during_deferred_stops_is_raised_when_the_outermost_block_ends(
 
 
 def test_without_the_projects_handlers_deferred_stops_holds_nothing():
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     reached = []
     with pytest.raises(KeyboardInterrupt), deferred_stops():
         signal_self(signal.SIGINT)
         reached.append("after the signal")
     assert reached == []
+
+
+def test_a_signal_set_to_be_ignored_stays_ignored():
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with stop_signals():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            signal_self(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_a_signal_inside_torch_save_stops_after_the_file_is_whole(tmp_path):

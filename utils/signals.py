@@ -41,11 +41,13 @@ def _on_stop(signum, frame):
 @contextmanager
 def stop_signals():
     """SIGINT -> KeyboardInterrupt and SIGTERM -> Terminated while the block runs (deferrable); the previous
-    handlers come back afterwards. Does nothing outside the main thread, where Python cannot set handlers."""
+    handlers come back afterwards. A signal the parent process set to be ignored (`nohup`, `cmd &` in a script)
+    stays ignored. Does nothing outside the main thread, where Python cannot set handlers."""
     if not _in_main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _on_stop) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, _on_stop) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield
     finally:
