@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 from contextlib import contextmanager
-from unittest import mock
 from urllib.parse import urlparse
 
 from huggingface_hub import constants
@@ -41,5 +40,8 @@ def hub_access():
     if not hub_unreachable():
         yield False
         return
-    with mock.patch.object(constants, "HF_HUB_OFFLINE", True):  # read at every request (is_offline_mode)
+    previous, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True  # read at every request (is_offline_mode)
+    try:
         yield True
+    finally:
+        constants.HF_HUB_OFFLINE = previous
