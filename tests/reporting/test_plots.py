@@ -1,8 +1,10 @@
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -40,8 +42,18 @@ def scene(seed):
     return image, target, pred
 
 
-def test_backend_is_agg():
-    assert matplotlib.get_backend().lower() == "agg"
+def test_plots_render_with_agg_whatever_backend_the_environment_asks_for(tmp_path):
+    """A training node may have an interactive backend in its matplotlibrc or MPLBACKEND, and no display: the
+    plots choose Agg themselves. A fresh interpreter, since this one imported the module long ago."""
+    probe = ("import matplotlib, utils.reporting.plots as plots; "
+             f"plots.plot_history([{{'epoch': 0, 'train_loss': 1.0}}], {str(tmp_path / 'h.png')!r}); "
+             "print(matplotlib.get_backend())")
+    env = {**os.environ, "MPLBACKEND": "pdf"}  # non-interactive too, so the probe runs anywhere
+    env.pop("DISPLAY", None)
+    backend = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                             check=True).stdout.split()[-1]
+    assert backend.lower() == "agg"
+    assert_valid_png(tmp_path / "h.png")
 
 
 def test_plot_history_writes_png_in_new_folder(tmp_path):
