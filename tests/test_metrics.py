@@ -225,27 +225,36 @@ class Identity:
         return images
 
 
-def run_evaluate(targets, desc):
-    loader = [(torch.zeros(len(targets), 3, *targets.shape[1:]), targets)]
-    return evaluate(Constant(0, 3), lambda output, target: output[0].sum() * 0, loader, Identity(), ROAD, desc=desc)
+def run_evaluate(targets, desc, batch_sizes=None):
+    """evaluate() of the constant road model under cross-entropy, over `targets` cut into batches."""
+    batches = targets.split(batch_sizes or len(targets))
+    loader = [(torch.zeros(len(t), 3, *t.shape[1:]), t) for t in batches]
+    criterion = lambda output, target: torch.nn.functional.cross_entropy(output[0], target)  # noqa: E731
+    return evaluate(Constant(0, 3), criterion, loader, Identity(), ROAD, desc=desc)
+
+
+# the constant model's logits are (1, 0, 0) everywhere: cross-entropy log(e + 2) - 1 on road, log(e + 2) elsewhere
+CE_ROAD, CE_OTHER = math.log(math.e + 2) - 1, math.log(math.e + 2)
 
 
 def test_evaluate_warns_once_on_a_split_without_labels(capsys):
     result = run_evaluate(torch.full((2, 4, 4), 2), desc="test")
     err = capsys.readouterr().err
     assert result["no_labels"] is True and math.isnan(result["miou"]) and math.isnan(result["void_ignored"]["miou"])
-    assert result["loss"] == 0.0  # the rest of the result as before
+    assert result["loss"] == pytest.approx(CE_OTHER)  # the loss is still reported
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: test: the split has no labelled pixels (every target is void or ignored): no scores"]
 
 
 def test_evaluate_does_not_warn_on_a_labelled_split(capsys):
-    targets = torch.full((1, 4, 4), 2)
-    targets[0, 0] = 0
-    result = run_evaluate(targets, desc="val")
+    targets = torch.full((3, 4, 4), 2)
+    targets[0, 0] = 0  # 4 road pixels in the first image, 44 void ones
+    result = run_evaluate(targets, desc="val", batch_sizes=[1, 2])
     assert result["no_labels"] is False and result["labelled_pixels"] == 4
-    assert result["per_class_iou"]["road"] == pytest.approx(4 / 16)  # 12 void pixels called road
+    assert result["per_class_iou"]["road"] == pytest.approx(4 / 48)  # 44 void pixels called road
     assert result["void_ignored"]["per_class_iou"]["road"] == 1.0
+    # batches of 1 and 2 images: their losses weighted by size are the mean over all 48 pixels
+    assert result["loss"] == pytest.approx((4 * CE_ROAD + 44 * CE_OTHER) / 48)
     assert "warning" not in capsys.readouterr().err
 
 
