@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from utils.labels import void_index
+
 
 class ConfusionMatrix:
     """Pixel confusion matrix accumulated on the device; rows are targets, columns predictions."""
@@ -97,7 +99,7 @@ def _reported(scores, class_names, no_labels):
 def labelled_pixels(mat):
     """Pixels whose target is one of the first C-1 classes (not void): the sum of all rows but the last."""
     mat = torch.as_tensor(mat)
-    return int(mat[:-1].sum().item())
+    return int(mat[: void_index(len(mat))].sum().item())
 
 
 def void_ignored_scores(mat):
@@ -115,7 +117,7 @@ def void_ignored_scores(mat):
       protocol, on the matrix without the void row (NaN when N' = 0).
     """
     mat = torch.as_tensor(mat).detach().cpu().clone()
-    mat[-1] = 0
+    mat[void_index(len(mat))] = 0
     return scores_from_confusion(mat)
 
 
@@ -135,7 +137,7 @@ def scores_from_confusion(mat):
     fp = mat.sum(0) - tp
     fn = mat.sum(1) - tp
     tn = mat.sum() - tp - fp - fn
-    k = slice(0, mat.shape[0] - 1)
+    k = slice(0, void_index(len(mat)))  # the scored classes
     iou = tp[k] / (tp[k] + fp[k] + fn[k])  # 0 / 0 -> NaN for absent classes
     return {
         "tp": tp,
@@ -180,7 +182,7 @@ class SmallObjectMeter:
     def __init__(self, num_classes, class_names, ignore_last=True):
         self.num_classes = num_classes
         self.class_names = list(class_names)
-        self.scored = num_classes - 1 if ignore_last else num_classes
+        self.scored = void_index(num_classes) if ignore_last else num_classes  # classes 0 .. scored-1
         self.reset()
 
     def reset(self):
