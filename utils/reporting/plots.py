@@ -1,8 +1,8 @@
 """Figures for runs and reports: training curves, per-class IoU, predictions, AFMA heat maps.
 
 Every plot function writes one PNG to `path` (parent folders created), closes its figure so long runs do not
-leak memory, and returns the Path. Per-class results follow utils.metrics.format_table: `class_names` lists
-all C classes and the last (unlabelled/background) one is not plotted.
+leak memory, and returns the Path. Per-class results are shaped as utils.reporting.tables.format_table takes
+them: `class_names` lists all C classes and the last (unlabelled/background) one is not plotted.
 """
 
 from pathlib import Path
@@ -40,7 +40,8 @@ def _ious(result, class_names):
 
 
 def plot_history(history, path):
-    """Losses and validation mIoU per epoch; rows may lack validation keys (validated every k epochs)."""
+    """Losses and validation mIoU per epoch, from main.py's history (one row per epoch, each validated); a value a
+    row lacks or holds as None is left out of its curve."""
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(12, 4.5))
     for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
         epochs, values = _series(history, key)
@@ -91,7 +92,7 @@ def _grouped_bars(ax, series, class_names, small_classes):
 
 
 def plot_per_class_iou(results, class_names, path, small_classes=None):
-    """Grouped bars of per-class IoU for each split (results as in format_table), mIoU in the legend."""
+    """Grouped bars of per-class IoU for each split (results as format_table takes them), mIoU in the legend."""
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(class_names)), 5))
     series = {f"{split} (mIoU {r['miou']:.4f})": _ious(r, class_names) for split, r in results.items()}
     _grouped_bars(ax, series, class_names, small_classes)
