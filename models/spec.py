@@ -1,8 +1,9 @@
 """What it takes to rebuild a trained model and feed it as it was trained: saved with every checkpoint.
 
-`build_model(**spec.to_dict())` rebuilds the network (SMP `from_pretrained`-style); the input fields say how
-its images were prepared: the data set (its transforms and label set), the scale, the network input sizes
-of training and evaluation, and the normalisation.
+`build_model(**spec.to_dict())` rebuilds the network with random weights, into which a checkpoint's state dict
+then loads (utils.engine.checkpoint.load_model); the input fields say how its images were prepared: the data
+set (its transforms and label set), the scale, the network input sizes of training and evaluation, and the
+normalisation.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The device of this process, its precision settings, and the step under autocast."""
+"""The device of this process and its precision: TF32 on CUDA, and the autocast dtype of --amp (the step that runs
+under it is utils.engine.train.train_step)."""
 from __future__ import annotations
 
 import torch
