@@ -130,7 +130,11 @@ def test_afma_speed_writes_table(tmp_path, one_thread):
     assert [row[0] for row in body] == ["2"]
     base, afma, literal = (number(cell) for cell in body[0][1:4])
     assert min(base, afma, literal) > 0
-    assert number(body[0][4]) == pytest.approx(afma / base, abs=0.01)
+    # The ratio is printed from the unrounded times: it must lie within what the 3-decimal cells allow, widened
+    # by its own 2-decimal rounding (no assertion on the timing itself).
+    low, high = (afma - 5e-4) / (base + 5e-4), (afma + 5e-4) / (base - 5e-4)
+    assert low - 0.005 <= number(body[0][4]) <= high + 0.005
+    assert body[0][5] == f"<= {afma_speed.TARGETS['ratio'][2]}x"
     assert body[0][header.index("(c) peak mem AFMA / baseline")] == "-"
 
 

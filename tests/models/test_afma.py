@@ -7,6 +7,8 @@ from models.afma import (
     AFMA,
     FactoredAttention,
     attention_mse,
+    class_argmax,
+    count_row_nonzeros,
     factored_attention,
     factored_gold,
     fold_patches,
@@ -169,3 +171,47 @@ def test_row_nonzeros_in_small_blocks_equals_one_block(monkeypatch):
     monkeypatch.setattr(afma, "COUNT_BLOCK_ELEMENTS", 50)  # one row per block
     assert torch.equal(attention.row_nonzeros(), whole)
     assert torch.equal(whole, (attention.dense() != 0).sum(-1, keepdim=True).double())
+
+
+def literal_row_nonzeros(image, feature):
+    """Per pair of rows: do the supports meet? Counted row by row, no matrix product."""
+    meet = (image.double()[..., :, None, :] > 0) & (feature.double()[..., None, :, :] > 0)
+    return meet.any(-1).sum(-1, keepdim=True).float()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("p", [3, 8, 10, 13])  # P = 9, 64, 100, 169: under, at, between and over 64-bit words
+def test_row_nonzeros_equal_the_literal_count_on_adversarial_rows(p, dtype):
+    torch.manual_seed(0)
+    image = torch.relu(torch.randn(2, 3, 40, p * p)).to(dtype)
+    feature = torch.relu(torch.randn(2, 3, 30, p * p) - 1.5).to(dtype)  # sparse: many pairs do not meet
+    image[:, :, :5] = 0  # all-zero rows: count 0
+    image[:, :, 5:10] = torch.rand(2, 3, 5, p * p).to(dtype) + 0.5  # all-positive rows: count = non-zero features
+    feature[:, :, :4] = 0
+    feature[:, 0, 4:8] = 1  # all-positive features: every non-zero image row meets them
+    feature[:, :, 8, -1] = 2 ** -14  # one tiny value in the last position, past the last whole 64 bits
+    counts = count_row_nonzeros(image, feature)
+    assert counts.dtype == torch.float32
+    assert torch.equal(counts, literal_row_nonzeros(image, feature))
+    assert counts[:, :, :5].eq(0).all() and counts.max() > 0
+
+
+def test_row_nonzeros_refuse_negative_factors():
+    image, feature = torch.rand(1, 1, 4, 9), torch.rand(1, 1, 3, 9)
+    feature[0, 0, 1, 2] = -1
+    with pytest.raises(AssertionError, match="non-negative"):
+        count_row_nonzeros(image, feature)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_class_argmax_equals_argmax_with_ties(dtype, channels_last):
+    torch.manual_seed(0)
+    logits = torch.randint(-2, 3, (2, 12, 17, 23)).to(dtype)  # five values over 12 classes: ties everywhere
+    logits[0, :, 0, 0] = 1  # all classes tied: class 0 wins
+    logits[1, :, 0, 0] = torch.tensor([0.0, 0, 0, 4, 0, 4, 0, 0, 0, 0, 4, 0])
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    labels = class_argmax(logits)
+    assert torch.equal(labels, logits.argmax(1))
+    assert labels[0, 0, 0] == 0 and labels[1, 0, 0] == 3  # the lowest of the tied indices
