@@ -10,6 +10,7 @@ import torch
 from utils.data.datasets import (DATASETS, Birds, CamVid, Cityscapes, DataError, LiTS, SkinLesion,
                             build_dataset)
 from utils.data.transforms import build_transforms
+from utils.labels import IGNORE_LABEL
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 REAL_CAMVID = Path(__file__).resolve().parents[2].parent / "shared" / "camvid-sample"
@@ -183,12 +184,12 @@ def test_cityscapes_pairs_and_void_mapping(tmp_path):
     assert ds.num_classes == 20 and ds.class_weights is None
 
 
-def test_cityscapes_transforms_pad_with_void(tmp_path):
+def test_cityscapes_transforms_pad_with_the_ignore_label(tmp_path):
     ds = Cityscapes(make_cityscapes(tmp_path), "train",
                     build_transforms(Cityscapes, "val", scale=0.0625))
     image, mask = ds[0]
     assert image.shape == (3, 64, 128) and mask.shape == (64, 128) and mask.dtype == torch.uint8
-    assert mask[0, 0] == 19
+    assert mask[0, 0] == IGNORE_LABEL
 
 
 def test_cityscapes_without_train_id_labels_explains_how_to_make_them(tmp_path):
@@ -331,7 +332,7 @@ def test_real_camvid_train_crops(real_camvid):
     raw_values = set(np.unique(CamVid(real_camvid, "train")[0][1]).tolist())
     image, mask = ds[0]
     assert image.shape == (3, 480, 640) and mask.shape == (480, 640)
-    assert set(mask.unique().tolist()) <= raw_values | {0}
+    assert set(mask.unique().tolist()) <= raw_values | {IGNORE_LABEL}  # perspective borders
 
 
 def test_camvid_folder_of_jpegs_says_only_png_is_read(tmp_path):

