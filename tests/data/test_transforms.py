@@ -108,11 +108,33 @@ def test_camvid_pads_small_frames_with_white_image_and_the_ignore_label():
 
 @pytest.mark.parametrize("dataset_cls, size", [(Birds, 320), (SkinLesion, 192), (LiTS, 512)])
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_resize_datasets_give_square_inputs_with_nearest_masks(dataset_cls, size, split):
+def test_crop_datasets_give_square_inputs_with_nearest_masks(dataset_cls, size, split):
     image, mask = frame(300, 451)
     out = build_transforms(dataset_cls, split)(image=image, mask=mask)
     assert out["image"].shape == (3, size, size) and out["mask"].shape == (size, size)
-    assert set(out["mask"].unique().tolist()) <= {5, 9}
+    assert set(out["mask"].unique().tolist()) <= {5, 9, IGNORE_LABEL}
+
+
+@pytest.mark.parametrize("dataset_cls, size", [(Birds, 320), (LiTS, 512)])
+def test_evaluation_is_the_centre_crop_of_the_unresized_image(dataset_cls, size):
+    image, mask = frame(size + 40, size + 100)
+    out = build_transforms(dataset_cls, "val")(image=image, mask=mask)
+    assert torch.equal(out["mask"], torch.from_numpy(mask[20:-20, 50:-50]))
+    assert torch.equal(out["image"], torch.from_numpy(image[20:-20, 50:-50]).permute(2, 0, 1))
+
+
+def test_skin_lesions_are_resized_to_192x256_then_centre_cropped_to_192x192():
+    image, mask = frame(300, 451)
+    out = build_transforms(SkinLesion, "val")(image=image, mask=mask)
+    resized = cv2.resize(mask, (256, 192), interpolation=cv2.INTER_NEAREST)
+    assert torch.equal(out["mask"], torch.from_numpy(resized[:, 32:-32]))
+
+
+def test_evaluation_pads_small_frames_with_the_ignore_label():
+    image, mask = frame(300, 451)
+    out = build_transforms(Birds, "val")(image=image, mask=mask)["mask"]
+    assert (out[:10] == IGNORE_LABEL).all() and (out[-10:] == IGNORE_LABEL).all()
+    assert not (out[10:-10] == IGNORE_LABEL).any()
 
 
 def test_cityscapes_crops_for_training_and_keeps_full_frames_for_evaluation():

