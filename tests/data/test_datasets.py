@@ -221,6 +221,16 @@ def make_birds(root):
     return root
 
 
+def test_birds_val_split_is_an_explicit_setting_and_says_so(tmp_path, monkeypatch):
+    root = make_birds(tmp_path)
+    val = Birds(root, "val")
+    assert [p[0].name for p in val.pairs] == ["a_2.jpg"] and "test images" in val.note
+    assert CamVid.note == ""
+    monkeypatch.setattr(Birds, "VAL_FROM", "train")
+    assert [p[0].name for p in Birds(root, "val").pairs] == ["a_1.jpg", "b_3.jpg"]
+    assert [p[0].name for p in Birds(root, "test").pairs] == ["a_2.jpg"]
+
+
 def test_birds_splits_follow_the_cub_lists_and_val_is_test(tmp_path):
     root = make_birds(tmp_path)
     assert [p[0].name for p in Birds(root, "train").pairs] == ["a_1.jpg", "b_3.jpg"]
