@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# The mask value of pixels the data does not hold (padding, warp borders): outside every class range, so the
+# confusion matrix, the NLL and the gold AFMA (whose one-hot is all zeros there) never count it as a class.
+# Not 0, which is a real class (CamVid's sky); 255 because masks travel as uint8.
+IGNORE_LABEL = 255
+
 
 def void_index(classes: Sequence[str] | int) -> int:
     """The index of the unlabelled / background class."""

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.afma import FactoredAttention, attention_mse, factored_gold, one_hot
+from utils.labels import IGNORE_LABEL
 
 
 class AFMALoss(nn.Module):
@@ -17,6 +18,8 @@ class AFMALoss(nn.Module):
     the patch size and stride come from the attention itself, so they cannot disagree with the model's.
     With AFMA off (attention None) it is the weighted NLL alone (not scaled by ce_weight), the baseline loss.
     Pixels of `ignore_index` count in neither term: they are left out of the NLL and have an all-zero one-hot.
+    It defaults to IGNORE_LABEL, the value of every pixel the data does not hold (padding), so every caller
+    (training, evaluation, benchmarks) leaves padding out without saying so; None keeps every pixel.
 
     Computed outside autocast, in float32 at least (float64 inputs stay float64), wherever it is called: the
     MSE of small attention values would lose its digits in 16 bits.
@@ -27,7 +30,7 @@ class AFMALoss(nn.Module):
         class_weights: Sequence[float] | Tensor | None = None,
         ce_weight: float = 5.0,
         mse_weight: float = 1.0,
-        ignore_index: int | None = None,
+        ignore_index: int | None = IGNORE_LABEL,
     ):
         super().__init__()
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)

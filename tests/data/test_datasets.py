@@ -10,6 +10,7 @@ import torch
 from utils.data.datasets import (DATASETS, Birds, CamVid, Cityscapes, DataError, LiTS, SkinLesion,
                             build_dataset)
 from utils.data.transforms import build_transforms
+from utils.labels import IGNORE_LABEL
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 REAL_CAMVID = Path(__file__).resolve().parents[2].parent / "shared" / "camvid-sample"
@@ -183,12 +184,12 @@ def test_cityscapes_pairs_and_void_mapping(tmp_path):
     assert ds.num_classes == 20 and ds.class_weights is None
 
 
-def test_cityscapes_transforms_pad_with_void(tmp_path):
+def test_cityscapes_transforms_pad_with_the_ignore_label(tmp_path):
     ds = Cityscapes(make_cityscapes(tmp_path), "train",
                     build_transforms(Cityscapes, "val", scale=0.0625))
     image, mask = ds[0]
     assert image.shape == (3, 64, 128) and mask.shape == (64, 128) and mask.dtype == torch.uint8
-    assert mask[0, 0] == 19
+    assert mask[0, 0] == IGNORE_LABEL
 
 
 def test_cityscapes_without_train_id_labels_explains_how_to_make_them(tmp_path):
@@ -220,6 +221,16 @@ def make_birds(root):
     return root
 
 
+def test_birds_val_split_is_an_explicit_setting_and_says_so(tmp_path, monkeypatch):
+    root = make_birds(tmp_path)
+    val = Birds(root, "val")
+    assert [p[0].name for p in val.pairs] == ["a_2.jpg"] and "test images" in val.note
+    assert CamVid.note == ""
+    monkeypatch.setattr(Birds, "VAL_FROM", "train")
+    assert [p[0].name for p in Birds(root, "val").pairs] == ["a_1.jpg", "b_3.jpg"]
+    assert [p[0].name for p in Birds(root, "test").pairs] == ["a_2.jpg"]
+
+
 def test_birds_splits_follow_the_cub_lists_and_val_is_test(tmp_path):
     root = make_birds(tmp_path)
     assert [p[0].name for p in Birds(root, "train").pairs] == ["a_1.jpg", "b_3.jpg"]
@@ -237,7 +248,7 @@ def test_birds_transform_shapes_and_missing_mask(tmp_path):
     root = make_birds(tmp_path)
     image, mask = Birds(root, "train", build_transforms(Birds, "train"))[1]
     assert image.shape == (3, 320, 320) and mask.shape == (320, 320)
-    assert set(mask.unique().tolist()) == {0, 1}
+    assert set(mask.unique().tolist()) == {0, 1, IGNORE_LABEL}  # the small frame is padded
     (root / "segmentations" / "002.Auklet" / "b_3.png").unlink()
     assert "b_3.png" in error_message(lambda: Birds(root, "train"))
 
@@ -294,7 +305,8 @@ def test_lits_transform_shapes_and_bad_values(tmp_path):
     root = make_lits(tmp_path)
     image, mask = LiTS(root, "train", build_transforms(LiTS, "train"))[0]
     assert image.shape == (3, 512, 512) and mask.shape == (512, 512)
-    assert set(mask.unique().tolist()) == {0, 1, 2}
+    values = set(mask.unique().tolist())  # the shift-scale may move a small region out of the crop
+    assert values <= {0, 1, 2, IGNORE_LABEL} and IGNORE_LABEL in values  # the small slice is padded
     bad = root / "train" / "masks" / "vol0_s10.npy"
     np.save(bad, np.full((4, 5), 3, np.uint8))
     message = error_message(LiTS(root, "train").validate)
@@ -331,7 +343,7 @@ def test_real_camvid_train_crops(real_camvid):
     raw_values = set(np.unique(CamVid(real_camvid, "train")[0][1]).tolist())
     image, mask = ds[0]
     assert image.shape == (3, 480, 640) and mask.shape == (480, 640)
-    assert set(mask.unique().tolist()) <= raw_values | {0}
+    assert set(mask.unique().tolist()) <= raw_values | {IGNORE_LABEL}  # perspective borders
 
 
 def test_camvid_folder_of_jpegs_says_only_png_is_read(tmp_path):

@@ -8,6 +8,7 @@ import torch
 
 from utils.data.datasets import Birds, CamVid, Cityscapes, LiTS, SkinLesion
 from utils.data.transforms import Normalizer, build_transforms, network_size
+from utils.labels import IGNORE_LABEL
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -33,7 +34,7 @@ def test_camvid_train_pipeline_matches_spec():
     by_type = {type(t): t for t in steps}
     assert by_type[A.HorizontalFlip].p == 0.5
     pad = by_type[A.PadIfNeeded]
-    assert (pad.min_height, pad.min_width, pad.fill, pad.fill_mask) == (720, 960, 255, 0)
+    assert (pad.min_height, pad.min_width, pad.fill, pad.fill_mask) == (720, 960, 255, IGNORE_LABEL)
     assert pad.border_mode == cv2.BORDER_CONSTANT
     one_of = by_type[A.OneOf]
     assert {type(t) for t in one_of.transforms} == {A.RandomSizedCrop, A.RandomCrop}
@@ -42,6 +43,7 @@ def test_camvid_train_pipeline_matches_spec():
     assert sized.w2h_ratio == pytest.approx(4 / 3)
     assert (by_type[A.RandomCrop].height, by_type[A.RandomCrop].width) == (480, 640)
     assert by_type[A.GaussNoise].p == 0.1 and by_type[A.Perspective].p == 0.1
+    assert by_type[A.Perspective].fill_mask == IGNORE_LABEL  # its borders are not the frame's pixels either
     assert steps[-1].__class__.__name__ == "ToTensorV2" and not any(isinstance(t, A.Normalize) for t in steps)
 
 
@@ -94,22 +96,45 @@ def test_normalizer_uses_the_given_mean_and_std_exactly():
     assert np.array_equal(np.rint(back).astype(np.uint8), image[40:680])
 
 
-def test_camvid_pads_small_frames_with_white_image_and_mask_zero():
+def test_camvid_pads_small_frames_with_white_image_and_the_ignore_label():
     image, mask = frame(600, 800)
     out = build_transforms(CamVid, "val")(image=image, mask=mask)
     assert out["mask"].shape == (640, 960)
     # The 600x800 frame is padded to 720x960 (60 rows each side), then rows 40..680 kept.
-    assert (out["mask"][:20] == 0).all() and (out["mask"][:, :80] == 0).all()
+    assert (out["mask"][:20] == IGNORE_LABEL).all() and (out["mask"][:, :80] == IGNORE_LABEL).all()
+    assert (out["mask"][20:-20, 80:-80] == torch.from_numpy(mask[:, :])).all()
     assert (out["image"][:, :20] == 255).all()
 
 
 @pytest.mark.parametrize("dataset_cls, size", [(Birds, 320), (SkinLesion, 192), (LiTS, 512)])
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_resize_datasets_give_square_inputs_with_nearest_masks(dataset_cls, size, split):
+def test_crop_datasets_give_square_inputs_with_nearest_masks(dataset_cls, size, split):
     image, mask = frame(300, 451)
     out = build_transforms(dataset_cls, split)(image=image, mask=mask)
     assert out["image"].shape == (3, size, size) and out["mask"].shape == (size, size)
-    assert set(out["mask"].unique().tolist()) <= {5, 9}
+    assert set(out["mask"].unique().tolist()) <= {5, 9, IGNORE_LABEL}
+
+
+@pytest.mark.parametrize("dataset_cls, size", [(Birds, 320), (LiTS, 512)])
+def test_evaluation_is_the_centre_crop_of_the_unresized_image(dataset_cls, size):
+    image, mask = frame(size + 40, size + 100)
+    out = build_transforms(dataset_cls, "val")(image=image, mask=mask)
+    assert torch.equal(out["mask"], torch.from_numpy(mask[20:-20, 50:-50]))
+    assert torch.equal(out["image"], torch.from_numpy(image[20:-20, 50:-50]).permute(2, 0, 1))
+
+
+def test_skin_lesions_are_resized_to_192x256_then_centre_cropped_to_192x192():
+    image, mask = frame(300, 451)
+    out = build_transforms(SkinLesion, "val")(image=image, mask=mask)
+    resized = cv2.resize(mask, (256, 192), interpolation=cv2.INTER_NEAREST)
+    assert torch.equal(out["mask"], torch.from_numpy(resized[:, 32:-32]))
+
+
+def test_evaluation_pads_small_frames_with_the_ignore_label():
+    image, mask = frame(300, 451)
+    out = build_transforms(Birds, "val")(image=image, mask=mask)["mask"]
+    assert (out[:10] == IGNORE_LABEL).all() and (out[-10:] == IGNORE_LABEL).all()
+    assert not (out[10:-10] == IGNORE_LABEL).any()
 
 
 def test_cityscapes_crops_for_training_and_keeps_full_frames_for_evaluation():
@@ -120,11 +145,11 @@ def test_cityscapes_crops_for_training_and_keeps_full_frames_for_evaluation():
     assert torch.equal(evaluation["mask"], torch.from_numpy(mask))
 
 
-def test_cityscapes_padding_is_void():
+def test_cityscapes_padding_is_ignored():
     image, mask = frame(100, 200)
     out = build_transforms(Cityscapes, "val", scale=0.25)(image=image, mask=mask)
     assert out["mask"].shape == (256, 512)
-    assert (out["mask"][0] == 19).all() and (out["mask"][:, 0] == 19).all()
+    assert (out["mask"][0] == IGNORE_LABEL).all() and (out["mask"][:, 0] == IGNORE_LABEL).all()
 
 
 def test_network_sizes_scale_to_multiples_of_32_and_stay_exact_at_scale_1():

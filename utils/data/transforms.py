@@ -1,15 +1,33 @@
 """Albumentations pipelines for each dataset and split (docs/METHOD.md §5), and the input normalisation.
 
-Three geometries, chosen from the dataset class's attributes:
-- pad_size set (CamVid): pad, then random-sized/random crops for training and a centre crop
-  for evaluation, exactly as the reference;
-- resize True (birds, skin lesions, LiTS): resize to the network size;
-- otherwise (Cityscapes): random crops + flips for training, the full frame for evaluation.
+Every pipeline is the authors' released code's (albumentations 1.0), transform by transform, mapped to
+albumentations 2.x with the same parameters (the old defaults spelled out where 2.x changed them):
+
+  released (1.0)                                2.x here
+  ShiftScaleRotate(shift 0.1, scale 0.5,        Affine(translate_percent ±0.1 per axis, scale 0.5..1.5 with
+    rotate 0, border_mode 0, p 1)                 keep_ratio, rotate 0, constant border, p 1)
+  IAAAdditiveGaussianNoise() (imgaug: std       GaussNoise(std_range 0.01..0.05 of 255, per_channel False)
+    2.55..12.75 on 0..255, one for all channels)
+  IAAPerspective() (scale 0.05..0.1, keep_size) Perspective(scale 0.05..0.1, keep_size True)
+  IAASharpen() (alpha 0.2..0.5, lightness       Sharpen(alpha 0.2..0.5, lightness 0.5..1.0)
+    0.5..1.0)
+  RandomBrightness() (limit 0.2, by max)        RandomBrightnessContrast(brightness 0.2, contrast 0)
+  RandomContrast() (limit 0.2)                  RandomBrightnessContrast(brightness 0, contrast 0.2)
+  GaussNoise() (var 10..50 on 0..255, per       GaussNoise(std_range sqrt(10..50)/255)
+    channel)
+  Blur(3), MotionBlur(3), CLAHE(), RandomGamma(), HueSaturationValue(), PadIfNeeded, RandomCrop,
+  CenterCrop, RandomSizedCrop, HorizontalFlip: the same names and defaults.
+
+Two deliberate differences, everywhere: a pixel the frame does not hold (padding, warp borders) gets the mask
+value IGNORE_LABEL, which no metric or loss counts (the released code's one-hot masks got all zeros there, or
+sky's index 0 on CamVid), and evaluation pads (a no-op on frames as large as the crop) with a constant border
+rather than 1.0's default mirror, whose mirrored label pixels would be scored. Masks are resampled with
+nearest-neighbour only (the released code warped its float one-hot masks linearly).
 
 `scale` shrinks everything for quick CPU runs: the raw frame is resized by `scale` first,
-then pad sizes are scaled and crop/resize sizes are scaled and rounded to a multiple of 32
-(encoder-decoder networks need inputs divisible by their total stride). Masks are only ever
-resampled with nearest-neighbour interpolation, so no invented class indices appear.
+then pad sizes are scaled and crop sizes are scaled and rounded to a multiple of 32
+(encoder-decoder networks need inputs divisible by their total stride). Every pixel the frame
+does not hold (e.g. the strip a crop rounded up past the frame at --scale 0.25) is IGNORE_LABEL.
 
 The pipelines end in uint8 tensors: a quarter of float32's bytes through the loader's workers, pinned memory
 and the host-to-device copy. `Normalizer` turns them into the encoder's normalised float input on the device,
@@ -25,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from utils.labels import void_index  # noqa: E402
+from utils.labels import IGNORE_LABEL  # noqa: E402
 
 # The reference used old albumentations' GaussNoise default, variance 10..50 on 0..255 pixels.
 # Albumentations 2.x takes the standard deviation as a fraction of 255 and defaults to a far
@@ -53,65 +71,87 @@ def prescale(scale):
                           mask_interpolation=cv2.INTER_NEAREST, p=1)]
 
 
+def constant_pad(size, fill):
+    """Pad to at least `size` (h, w) with a constant border: image `fill`, mask IGNORE_LABEL."""
+    return A.PadIfNeeded(min_height=size[0], min_width=size[1], border_mode=cv2.BORDER_CONSTANT,
+                         fill=fill, fill_mask=IGNORE_LABEL)
+
+
+def perspective(p):
+    return A.Perspective(scale=(0.05, 0.1), keep_size=True, mask_interpolation=cv2.INTER_NEAREST,
+                         fill=0, fill_mask=IGNORE_LABEL, p=p)
+
+
 def padded_crop_geometry(dataset_cls, split, scale):
-    """CamVid-style: pad to pad_size (image 255, mask 0 as the spec says), then crop."""
-    train_size = network_size(dataset_cls.train_size, scale)
-    eval_size = network_size(dataset_cls.eval_size, scale)
-    largest_crop = tuple(map(max, train_size, eval_size))
-    pad_h, pad_w = pad_target(dataset_cls.pad_size, largest_crop, scale)
-    pad = A.PadIfNeeded(min_height=pad_h, min_width=pad_w, border_mode=cv2.BORDER_CONSTANT,
-                        fill=255, fill_mask=0)
-    if split != "train":
-        return [*prescale(scale), pad, A.CenterCrop(*eval_size)]
-    # Spec: crop heights 240..720 of the 720-high padded frame, at the frame's 4/3 aspect.
-    sized_crop = A.RandomSizedCrop(min_max_height=(pad_h // 3, pad_h), size=train_size,
-                                   w2h_ratio=pad_w / pad_h, mask_interpolation=cv2.INTER_NEAREST)
-    return [*prescale(scale), A.HorizontalFlip(p=0.5), pad,
-            A.OneOf([sized_crop, A.RandomCrop(*train_size)], p=1),
-            A.GaussNoise(std_range=GAUSS_NOISE_STD, p=0.1),
-            A.Perspective(mask_interpolation=cv2.INTER_NEAREST, p=0.1)]
-
-
-def crop_geometry(dataset_cls, split, scale):
-    """Cityscapes-style: random crop + flip to train, the whole (padded) frame to evaluate.
-
-    Padding only triggers on frames smaller than the target; it fills the mask with the void
-    class so padded pixels are never scored as a real class.
-    """
-    size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size,
-                        scale)
-    pad = A.PadIfNeeded(min_height=size[0], min_width=size[1], border_mode=cv2.BORDER_CONSTANT,
-                        fill=0, fill_mask=void_index(dataset_cls.classes))
+    """CamVid and Cityscapes: flip, pad (image 255), one of {random-sized crop, random crop}, noise, warp;
+    evaluation pads and centre-crops (the whole 1024x2048 frame on Cityscapes)."""
+    size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size, scale)
+    pad_h, pad_w = pad_target(dataset_cls.pad_size, size, scale)
+    pad = constant_pad((pad_h, pad_w), fill=255)
     if split != "train":
         return [*prescale(scale), pad, A.CenterCrop(*size)]
-    return [*prescale(scale), pad, A.RandomCrop(*size), A.HorizontalFlip(p=0.5)]
+    # Crop heights of the padded frame (CamVid 240..720, Cityscapes 360..1024) at the 4/3 aspect.
+    low, high = (min(max(1, round(h * scale)), pad_h) for h in dataset_cls.sized_crop_heights)
+    sized_crop = A.RandomSizedCrop(min_max_height=(low, high), size=size, w2h_ratio=4 / 3,
+                                   mask_interpolation=cv2.INTER_NEAREST)
+    return [*prescale(scale), A.HorizontalFlip(p=0.5), pad,
+            A.OneOf([sized_crop, A.RandomCrop(*size)], p=1),
+            A.GaussNoise(std_range=GAUSS_NOISE_STD, p=0.1), perspective(0.1)]
 
 
-def resize_geometry(dataset_cls, split, scale):
-    """Resize straight to the network size (a prescale would only blur twice)."""
-    size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size,
-                        scale)
-    return [A.Resize(*size, area_for_downscale="image", mask_interpolation=cv2.INTER_NEAREST)]
+def photometric(variant):
+    """The three one-of groups (p 0.9 each) after the geometry of the birds, skin lesion and LiTS pipelines."""
+    if variant == "lits":  # LiTS's own: brightness-contrast for CLAHE/brightness and for contrast
+        light = [A.RandomBrightnessContrast(p=1), A.RandomGamma(p=1)]
+        colour = [A.RandomBrightnessContrast(p=1), A.HueSaturationValue(p=1)]
+    else:
+        light = [A.CLAHE(p=1), A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0, p=1),
+                 A.RandomGamma(p=1)]
+        colour = [A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.2, p=1),
+                  A.HueSaturationValue(p=1)]
+    sharp = [A.Sharpen(alpha=(0.2, 0.5), lightness=(0.5, 1.0), p=1), A.Blur(blur_limit=3, p=1),
+             A.MotionBlur(blur_limit=3, p=1)]
+    return [A.OneOf(light, p=0.9), A.OneOf(sharp, p=0.9), A.OneOf(colour, p=0.9)]
+
+
+def shift_scale_crop_geometry(dataset_cls, split, scale):
+    """Birds, skin lesions, LiTS: flip, shift-scale, pad + random crop, noise, warp, three one-of groups;
+    evaluation pads (skin lesions: to 192x256) and centre-crops, with no resize."""
+    size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size, scale)
+    if split != "train":
+        pad = pad_target(dataset_cls.eval_pad or size, size, scale)
+        return [*prescale(scale), constant_pad(pad, fill=0), A.CenterCrop(*size)]
+    lits = dataset_cls.name == "lits"
+    # LiTS's GaussNoise ran on HU floats: variance 10..50 HU^2, i.e. sqrt(10..50)/500 of the uint8 range here.
+    noise = (A.GaussNoise(std_range=(float(np.sqrt(10) / 500), float(np.sqrt(50) / 500)), p=0.2) if lits
+             else A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=0.2))
+    return [*prescale(scale), A.HorizontalFlip(p=0.5),
+            A.Affine(scale=(0.5, 1.5), keep_ratio=True, translate_percent=(-0.1, 0.1), rotate=0,
+                     border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_LABEL,
+                     mask_interpolation=cv2.INTER_NEAREST, p=1),
+            constant_pad(size, fill=0), A.RandomCrop(*size), noise, perspective(0.5), *photometric(dataset_cls.name)]
 
 
 def build_transforms(dataset_cls, split, scale=1.0):
     """The albumentations pipeline of a dataset class and split: uint8 (3, H, W) image, uint8 mask out.
 
     split "predict" is the evaluation pipeline without its crop (for images of any size, which --predict
-    pads to a size the model takes and crops back): the resize of the resizing datasets, the scale of the
-    others.
+    pads to a size the model takes and crops back): the pre-resize and the scale alone.
+    A dataset's `pre_resize` (h, w) (skin lesions: the released code's images were stored at 192x256) comes
+    first, in every split.
     """
     if split not in ("train", "val", "test", "predict"):
         raise ValueError(f"split {split!r} is not valid: use train, val or test")
-    if dataset_cls.resize:
-        geometry = resize_geometry(dataset_cls, "test" if split == "predict" else split, scale)
-    elif split == "predict":
+    pre = dataset_cls.pre_resize
+    resize = [] if pre is None else [A.Resize(*pre, area_for_downscale="image",
+                                              mask_interpolation=cv2.INTER_NEAREST)]
+    if split == "predict":
         geometry = prescale(scale)
     elif dataset_cls.pad_size is not None:
         geometry = padded_crop_geometry(dataset_cls, split, scale)
     else:
-        geometry = crop_geometry(dataset_cls, split, scale)
-    return A.Compose([*geometry, ToTensorV2()])
+        geometry = shift_scale_crop_geometry(dataset_cls, split, scale)
+    return A.Compose([*resize, *geometry, ToTensorV2()])
 
 
 class Normalizer:
