@@ -1,138 +1,126 @@
-"""AFMA's cost in a training step: the project's implementation vs the plain SMP model and vs a literal one.
+"""AFMA's cost against its arithmetic: measured time ratio beside FLOP ratio, AFMA vs the plain SMP model.
 
-    python -m benchmarks.afma_speed                 # CPU, CamVid-sized work (batch 2, 12 classes, 480x640)
-    python -m benchmarks.afma_speed --device cuda   # channels_last and TF32 on CUDA, as main.py runs
-    python -m benchmarks.afma_speed --device cuda --out benchmarks/results/gpu/afma_speed.md
+    python -m benchmarks.afma_speed                   # CPU: UNet-ResNet34 depths 1-3 and DeepLabV3 depth 3
+    python -m benchmarks.afma_speed --device cuda     # channels_last and TF32 on CUDA, as main.py runs
+    python -m benchmarks.afma_speed --device cuda --amp --infer-batch 4 --train-batch 16
+    python -m benchmarks.afma_speed --scale 0.1 --repeats 1 --encoder resnet18 --patch-size 4   # seconds
 
-Run it from the repository root. Side by side in one run: a full training step (forward, loss, backward) of
-the plain SMP UNet-ResNet34 with its NLL loss, and for each attention depth the same step of UNet-ResNet34
-with AFMA and the AFMA loss, and that step computed by the literal per-class transcription of the method
-(models/reference.py: literal_afma_forward, literal_loss). The input is what the model sees in main.py: a uint8
-batch through utils.data.transforms.Normalizer once (channels_last float on CUDA, NCHW on the CPU); the models
-are channels_last on CUDA unless --no-channels-last, with TF32 unless --no-tf32. All steps are timed in turns,
-round after round, so that drift in the machine's speed falls on every variant alike.
-Columns: (a) AFMA step / baseline step; (b) the literal implementation's extra time over the baseline
-divided by the project's; (c) peak memory of the AFMA step / the baseline step's. Times are medians of
-steps taken in turns. The table goes to stdout, and to --out when given.
+Run it from the repository root. Two kinds of rows, each AFMA model against the plain SMP model of the same
+architecture and encoder, all from the same seed on the same input:
+  inference: eval mode, no gradient, the forward alone (default batch 1, 640x960);
+  train: a training step, forward, the loss main.py uses (AFMALoss; NLL alone for the baseline) and backward
+         (default batch 2, 480x640).
+All variants of one kind are timed in turns, round after round, so that drift in the machine's speed falls
+on every variant alike; a time is the best of --repeats rounds after one warm-up. The FLOPs of one step of
+each variant are counted with torch.utils.flop_counter.FlopCounterMode in the same run: the FLOP ratio is the
+floor a time ratio can reach when AFMA runs at the baseline's own rate. The table goes to stdout, and to
+--out when given.
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import command_line, cpu_peak_memory, device_name, host_batch, prepare_model, synchronize
+from benchmarks.common import command_line, device_name, prepare_model, synchronize
 from models import build_model
-from models.reference import literal_afma_forward, literal_loss
-from utils.data.transforms import Normalizer
 from utils.engine.device import setup_device
 from utils.losses import AFMALoss
 
-TARGETS = {"ratio": {1: 1.5, 2: 1.3, 3: 1.2, 4: 1.2}, "literal_over_ours": {1: 3.0, 2: 3.0}, "memory": 1.3}
+# (kind, architecture, depth) -> the largest AFMA / baseline time ratio the project aims for.
+TARGETS = {
+    ("inference", "unet", 1): 1.2, ("inference", "unet", 2): 1.15, ("inference", "unet", 3): 1.15,
+    ("inference", "deeplabv3", 3): 1.15,
+    ("train", "unet", 1): 1.2, ("train", "unet", 2): 1.15,
+}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4])
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--classes", type=int, default=12)
-    parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
-    parser.add_argument("--patch-size", type=int, default=10)
     parser.add_argument("--encoder", default="resnet34")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per variant (after one warm-up)")
-    parser.add_argument("--no-literal", action="store_true", help="skip the slow literal implementation")
+    parser.add_argument("--classes", type=int, default=12)
+    parser.add_argument("--patch-size", type=int, default=10)
+    parser.add_argument("--infer-batch", type=int, default=1)
+    parser.add_argument("--infer-size", type=int, nargs=2, default=[640, 960], metavar=("H", "W"))
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--train-size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="scale both sizes (rounded to multiples of 32), e.g. 0.1 for a quick check")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up); best is kept")
+    parser.add_argument("--kinds", nargs="+", choices=["inference", "train"], default=["inference", "train"])
+    parser.add_argument("--amp", action="store_true", help="CUDA: autocast to float16, as main.py --amp")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                         help="channels_last models and input (default: on for cuda, as main.py)")
     parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                         help="CUDA: TF32 for float32 matrix products and convolutions (default on, as main.py)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory column (slow on the CPU)")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     if args.channels_last is None:
         args.channels_last = torch.device(args.device).type == "cuda"
+    if args.repeats < 1 or args.scale <= 0:
+        parser.error("--repeats must be >= 1 and --scale > 0")
+    for name in ("infer_size", "train_size"):
+        setattr(args, name, [max(32, round(side * args.scale / 32) * 32) for side in getattr(args, name)])
     return args
 
 
-def median_times(steps, device, repeats):
-    """Median seconds of each step, measured in turns (A, B, C, A, B, C, ...) so that drift in the machine's
-    speed (other load, frequency scaling, allocator warm-up) falls on every variant alike."""
+def best_times(steps, device, repeats):
+    """Best seconds of each step over `repeats` rounds taken in turns (A, B, C, A, B, C, ...)."""
     for step in steps:
         step()  # warm-up: allocator, cuDNN autotuning, lazy initialisation
-    times = [[] for _ in steps]
+    times = [float("inf")] * len(steps)
     for _ in range(repeats):
-        for step, record in zip(steps, times):
+        for i, step in enumerate(steps):
             synchronize(device)
             start = time.perf_counter()
             step()
             synchronize(device)
-            record.append(time.perf_counter() - start)
-    return [statistics.median(record) for record in times]
+            times[i] = min(times[i], time.perf_counter() - start)
+    return times
 
 
-def peak_memory(step, device):
-    """Bytes allocated at the step's peak above what was live before it (CUDA stats, or the CPU profiler)."""
-    step()
-    if device.type == "cuda":
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
+def flops(step) -> int:
+    with FlopCounterMode(display=False) as counter:
         step()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    return cpu_peak_memory(step)
+    return counter.get_total_flops()
 
 
-def make_steps(args, device):
-    """The training steps to compare, as closures: the baseline once, then AFMA and literal AFMA per depth.
-
-    Every model starts from the same seed; the inputs are shared.
-    """
-    torch.manual_seed(0)
-    images, labels = host_batch(args.batch_size, tuple(args.size), args.classes, device)
-    normalizer = Normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), device)
-    normalizer.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    x, target = normalizer(images), labels.to(device).long()
+def make_steps(args, device, kind):
+    """{(arch, depth or None): step closure} for one kind; depth None is the plain SMP model."""
+    rows = [(arch, depth) for k, arch, depth in TARGETS if k == kind]
+    variants = [(arch, None) for arch in dict.fromkeys(arch for arch, _ in rows)] + rows
+    batch, (h, w) = (args.infer_batch, args.infer_size) if kind == "inference" else (args.train_batch, args.train_size)
+    generator = torch.Generator().manual_seed(0)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, h, w, generator=generator).to(device).contiguous(memory_format=memory_format)
+    target = torch.randint(0, args.classes, (batch, h, w), generator=generator).to(device)
     criterion = AFMALoss().to(device)
+    autocast = dict(device_type=device.type, dtype=torch.float16, enabled=args.amp)
 
-    def zero(model):
+    def inference(model):
+        with torch.no_grad(), torch.autocast(**autocast):
+            model(x)
+
+    def train(model):
         for p in model.parameters():
             p.grad = None
+        with torch.autocast(**autocast):
+            loss = criterion(model(x), target)
+        loss.backward()
 
-    def baseline_step(model):
-        zero(model)
-        logits, _ = model(x)
-        F.nll_loss(F.log_softmax(logits, 1), target).backward()
-
-    def afma_step(model):
-        zero(model)
-        criterion(model(x), target).backward()
-
-    def literal_step(model):
-        zero(model)
-        features = model.net.encoder(x)
-        z = model.net.segmentation_head(model.net.decoder(features))
-        corrected, dense, stride = literal_afma_forward(model.afma, x, features[model.att_depth], z, args.patch_size)
-        literal_loss(corrected, dense, target, stride, args.patch_size).backward()
-
-    def build(depth):
+    steps = {}
+    for arch, depth in variants:
         torch.manual_seed(0)
-        model = build_model("unet", args.encoder, None, args.classes, depth, args.patch_size)
-        return prepare_model(model.train(), device, args.channels_last)
-
-    steps = {"baseline": functools.partial(baseline_step, build(None))}
-    for depth in args.depths:
-        model = build(depth)
-        steps[f"afma {depth}"] = functools.partial(afma_step, model)
-        if not args.no_literal:
-            steps[f"literal {depth}"] = functools.partial(literal_step, model)
-    return steps
+        model = build_model(arch, args.encoder, None, args.classes, depth, args.patch_size)
+        model = prepare_model(model.train(kind == "train"), device, args.channels_last)
+        steps[arch, depth] = functools.partial(inference if kind == "inference" else train, model)
+    return steps, batch, (h, w)
 
 
 def main(argv=None) -> str:
@@ -140,33 +128,32 @@ def main(argv=None) -> str:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available here; run on a GPU machine or use --device cpu")
+    if args.amp and device.type != "cuda":
+        sys.exit("error: --amp is for CUDA (float16 autocast); the CPU runs float32")
     device = setup_device(args.device, seed=0, deterministic=False, tf32=args.tf32)
-    h, w = args.size
     layout = "channels_last" if args.channels_last else "NCHW"
-    tf32 = f", TF32 {'on' if args.tf32 else 'off'}" if device.type == "cuda" else ""
-    lines = [f"UNet-{args.encoder}, batch {args.batch_size}, {args.classes} classes, {h}x{w}, patch {args.patch_size}, "
-             f"device {device} ({device_name(device)}), float32{tf32}, {layout}, torch {torch.__version__}, "
-             f"median of {args.repeats}",
+    precision = "AMP float16" if args.amp else "float32" + (f", TF32 {'on' if args.tf32 else 'off'}" if device.type == "cuda" else "")
+    lines = [f"encoder {args.encoder}, {args.classes} classes, patch {args.patch_size}, device {device} "
+             f"({device_name(device)}), {precision}, {layout}, torch {torch.__version__}, best of {args.repeats} "
+             f"rounds in turns",
              f"command: `{command_line('benchmarks.afma_speed', argv)}`", ""]
-    header = ("| depth | baseline s | AFMA s | literal s | (a) AFMA / baseline | target | (b) literal extra / ours | "
-              "target | (c) peak mem AFMA / baseline | target |")
+    header = "| kind | arch | depth | batch | size | baseline s | AFMA s | time ratio | FLOP ratio | target | met |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     print("\n".join(lines), flush=True)
-    steps = make_steps(args, device)
-    times = dict(zip(steps, median_times(list(steps.values()), device, args.repeats)))
-    base_memory = None if args.no_memory else peak_memory(steps["baseline"], device)
-    for depth in args.depths:
-        t_base, t_afma = times["baseline"], times[f"afma {depth}"]
-        t_literal = times.get(f"literal {depth}", float("nan"))
-        memory = "-" if args.no_memory else f"{peak_memory(steps[f'afma {depth}'], device) / base_memory:.2f}x"
-        # With AFMA timed no slower than the baseline (noise at tiny sizes) the ratio means nothing: "-".
-        gain = f"{(t_literal - t_base) / (t_afma - t_base):.1f}x" if t_afma > t_base else "-"
-        row = (f"| {depth} | {t_base:.3f} | {t_afma:.3f} | {t_literal:.3f} | {t_afma / t_base:.2f}x | "
-               f"<= {TARGETS['ratio'].get(depth, 1.2)}x | {gain} | "
-               f"{'>= 3.0x' if depth in TARGETS['literal_over_ours'] else '-'} | {memory} | "
-               f"<= {TARGETS['memory']}x |")
-        lines.append(row)
-        print(row, flush=True)
+    for kind in args.kinds:
+        steps, batch, (h, w) = make_steps(args, device, kind)
+        times = dict(zip(steps, best_times(list(steps.values()), device, args.repeats)))
+        counted = {key: flops(step) for key, step in steps.items()}
+        for (row_kind, arch, depth), target in TARGETS.items():
+            if row_kind != kind:
+                continue
+            t_base, t_afma = times[arch, None], times[arch, depth]
+            ratio = t_afma / t_base
+            row = (f"| {kind} | {arch} | {depth} | {batch} | {h}x{w} | {t_base:.3f} | {t_afma:.3f} | {ratio:.2f}x | "
+                   f"{counted[arch, depth] / counted[arch, None]:.2f}x | <= {target}x | "
+                   f"{'yes' if ratio <= target else 'no'} |")
+            lines.append(row)
+            print(row, flush=True)
     table = "\n".join(lines) + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
