@@ -278,7 +278,7 @@ def test_main_trains_one_epoch_on_the_prepared_camvid(tmp_path, capsys):
     assert run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")[0] == 0
     assert main.main([*FAST, "--data-dir", str(out), "--epochs", "1", "--output-dir", str(run_dir)]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 2 * 96 * 128  # 2 test frames, 640x960 at 0.125
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 2 * 90 * 120  # 2 test frames, 720x960 at 0.125, no padding
 
 
 def test_prepared_lits_is_read_by_the_project_reader(tmp_path, capsys):
