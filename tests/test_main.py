@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 import main
 from tests.conftest import FAST, ROOT
+from utils.errors import UsageError
 
 RUN_FILES = {"config.json", "history.csv", "best.pt", "last.pt", "metrics.json"}
 
@@ -135,3 +137,34 @@ def test_two_process_training_runs(tiny_camvid, tmp_path):
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     assert result.stdout.count("epoch 1/1") == 1  # only rank 0 speaks
+
+
+# ------------------------------------------------------------------------------------------- presets
+def preset_config(*argv):
+    args, explicit = main.parse_args([*argv, "--scale", "0.25", "--encoder-weights", "none"])
+    return main.new_run(args, explicit)
+
+
+def test_paper_released_runs_the_constant_rate_and_paper_declared_the_milestones():
+    released, declared = preset_config("--preset", "paper-released"), preset_config("--preset", "paper-declared")
+    assert released.milestones == () and released.to_dict()["lr_schedule"] == "constant 0.0001"
+    assert declared.milestones == (400, 500, 700, 800, 900)
+    assert declared.to_dict()["lr_schedule"] == "0.0001, x0.5 at epochs 400, 500, 700, 800, 900"
+    for config in (released, declared):
+        assert config.epochs == 1000 and config.lr == 1e-4 and config.batch_size == config.global_batch_size == 4
+
+
+def test_under_torchrun_a_preset_keeps_its_global_batch(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = preset_config("--preset", "paper-released")
+    assert config.batch_size == 2 and config.global_batch_size == 4
+    assert config.to_dict()["global_batch_size"] == 4 and config.to_dict()["batch_size"] == 2
+    explicit = preset_config("--preset", "paper-released", "--batch-size", "3")  # a flag is per process
+    assert explicit.batch_size == 3 and explicit.global_batch_size == 6
+
+
+def test_under_torchrun_a_preset_batch_that_does_not_divide_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(UsageError, match=r"global batch of 4 does not divide among 3 processes: use --nproc_per_node "
+                                         r"1 or 2 or 4, or give --batch-size"):
+        preset_config("--preset", "paper-declared")

@@ -1,7 +1,7 @@
 """The run's configuration: settings in layers, checked once, frozen.
 
 A setting's value comes from the first of these that gives one: the command line's flag, the run being
-resumed (or the checkpoint being evaluated), the preset (`--preset paper`), the constants at the top of
+resumed (or the checkpoint being evaluated), the preset (`--preset paper-released`), the constants at the top of
 main.py. `RunConfig.sources` records which, and config.json keeps it beside the values.
 `make_config` checks every value (naming the flag that fixes it) and returns a frozen `RunConfig`; nothing
 mutates it afterwards: a derived value is a new one, made with `dataclasses.replace`.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,16 @@ from utils.data.transforms import network_size
 from utils.engine import distributed
 from utils.errors import UsageError
 
+# The authors' recipe, in two versions. Their main.py builds MultiStepLR(milestones 400, 500, 700, 800, 900,
+# gamma 0.5) but never calls scheduler.step(), so it trains at 1e-4 throughout; which of the two the paper's tables
+# used is not known. `paper-released` is what the released code runs, `paper-declared` the schedule it declares.
+# A preset's batch_size is the global batch: under torchrun it is divided among the processes (`make_config`).
+PAPER = dict(epochs=1000, lr=1e-4, batch_size=4, encoder_weights="imagenet", scale=1.0)
 PRESETS = {
-    "paper": dict(epochs=1000, lr=1e-4, milestones="400,500,700,800,900", batch_size=4, encoder_weights="imagenet",
-                  scale=1.0),
+    "paper-released": PAPER | dict(milestones=""),
+    "paper-declared": PAPER | dict(milestones="400,500,700,800,900"),
 }
+LR_GAMMA = 0.5  # the factor at each milestone (the released code's)
 # The flag of each model keyword, for messages that name what the user can change.
 FLAGS = {"arch": "--arch", "encoder_name": "--encoder", "encoder_weights": "--encoder-weights",
          "att_depth": "--att-depth", "patch_size": "--patch-size", "classes": "--dataset"}
@@ -40,7 +47,8 @@ class RunConfig:
     allow_random_init: bool = False
     class_weights: tuple[float, ...] | None = None
     epochs: int = 12
-    batch_size: int = 2
+    batch_size: int = 2  # per process
+    global_batch_size: int = 2  # batch_size x the number of processes: the batch one optimiser step sees
     lr: float = 1e-3
     milestones: tuple[int, ...] = ()
     device: str = "cpu"
@@ -53,7 +61,7 @@ class RunConfig:
     save_every: float = 5.0  # minutes between writes of last.pt (0: every epoch)
     output_dir: str = ""
     preset: str | None = None
-    sources: dict = field(default_factory=dict)  # setting -> "flag" | "run" | "checkpoint" | "preset paper" | "default"
+    sources: dict = field(default_factory=dict)  # setting -> "flag" | "run" | "checkpoint" | "preset NAME" | "default"
 
     @property
     def dataset(self) -> str:
@@ -66,9 +74,17 @@ class RunConfig:
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def lr_schedule(self) -> str:
+        """The schedule in words, so that config.json says it without reading the milestones' convention."""
+        if not self.milestones:
+            return f"constant {self.lr:g}"
+        return f"{self.lr:g}, x{LR_GAMMA:g} at epochs {', '.join(map(str, self.milestones))}"
+
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["model"] = self.model.to_dict()
+        data["lr_schedule"] = self.lr_schedule  # derived: from_dict ignores it
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @classmethod
@@ -137,14 +153,34 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
         if error.option == "patch_size" and "inputs" in error.reason:  # the crops of this --scale are too small
             error.reason += f", or use a larger --scale than {s['scale']} or a smaller --att-depth"
         raise usage_error(error) from None
+    batch_size, processes = per_process_batch(s["batch_size"], (sources or {}).get("batch_size", ""), preset)
     return RunConfig(
         model=spec, data_dir=str(s["data_dir"]), encoder_weights=weights, allow_random_init=s["allow_random_init"],
-        class_weights=dataset.class_weights, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
+        class_weights=dataset.class_weights, epochs=s["epochs"], batch_size=batch_size,
+        global_batch_size=batch_size * processes, lr=s["lr"],
         milestones=parse_milestones(s["milestones"]), device=device, amp=s["amp"], tf32=s["tf32"],
         compile=s["compile"], seed=s["seed"], deterministic=s["deterministic"], workers=parse_workers(s["workers"], device),
         save_every=float(s["save_every"]), output_dir=str(s["output_dir"] or ""), preset=preset,
         sources=dict(sources or {}),
     )
+
+
+def launched_processes() -> int:
+    """The number of training processes: torchrun's WORLD_SIZE, known before the process group starts."""
+    return distributed.world_size() if distributed.is_distributed() else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_process_batch(batch_size: int, source: str, preset: str | None) -> tuple[int, int]:
+    """(batch per process, processes). --batch-size is per process; a preset's batch is global and is divided."""
+    processes = launched_processes()
+    if processes == 1 or source != f"preset {preset}":
+        return batch_size, processes
+    if batch_size % processes:
+        raise UsageError(f"--preset {preset}: its global batch of {batch_size} does not divide among {processes} "
+                         f"processes: use --nproc_per_node "
+                         f"{' or '.join(str(n) for n in range(1, batch_size + 1) if batch_size % n == 0)}, or give "
+                         f"--batch-size (per process; the global batch is then {processes} x --batch-size)")
+    return batch_size // processes, processes
 
 
 def check_scale(scale: float) -> None:

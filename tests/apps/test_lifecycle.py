@@ -16,11 +16,11 @@ def run_main(*argv):
 
 
 def test_explicit_flags_override_the_preset_and_config_records_where_each_value_came_from():
-    args, explicit = main.parse_args(["--preset", "paper", "--epochs", "1", "--scale", "0.25", "--encoder-weights", "none"])
+    args, explicit = main.parse_args(["--preset", "paper-declared", "--epochs", "1", "--scale", "0.25", "--encoder-weights", "none"])
     config = main.new_run(args, explicit)
     assert config.epochs == 1 and config.model.scale == 0.25 and config.encoder_weights is None
     assert config.lr == 1e-4 and config.milestones == (400, 500, 700, 800, 900) and config.batch_size == 4
-    assert config.sources["epochs"] == "flag" and config.sources["lr"] == "preset paper"
+    assert config.sources["epochs"] == "flag" and config.sources["lr"] == "preset paper-declared"
     assert config.sources["arch"] == "default"
 
 

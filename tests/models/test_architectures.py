@@ -2,6 +2,7 @@
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+import torchvision
 
 from models import ARCHITECTURES, build_model
 from models.reference import literal_afma_forward
@@ -50,12 +51,49 @@ def test_pspnet_follows_the_reference():
     assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 3, 64, 64)
 
 
+def test_pspnet_encoder_is_dilated_as_torchvision_dilates_a_resnet():
+    """The authors' encoder: torchvision's resnet50 with replace_stride_with_dilation=[False, True, True]."""
+    torch.manual_seed(0)
+    model = build_model("pspnet", "resnet50", None, classes=3, att_depth=None).double().eval()
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True]).double().eval()
+    missing, unexpected = reference.load_state_dict(model.net.encoder.state_dict(), strict=False)
+    assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        features = model.net.encoder(x)
+        y = reference.layer2(reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))))
+        layer3 = reference.layer3(y)
+        layer4 = reference.layer4(layer3)
+    assert features[4].shape == layer3.shape == (1, 1024, 8, 8)
+    assert (features[4] - layer3).abs().max() < 1e-12 and (features[5] - layer4).abs().max() < 1e-12
+
+
+def test_unetplusplus_head_is_a_1x1_convolution():
+    model = build_model("unet++", "resnet18", None, classes=3, att_depth=None)
+    conv = model.net.segmentation_head[0]
+    assert conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.in_channels == 16
+
+
+# The plain SMP model each architecture must be, written out from SMP's own classes (not from ARCHITECTURES):
+# the authors' PSPNet runs five stages at stride 8 and upsamples by 8 (on ResNet-18 SMP's dilation is kept, so
+# the plain model is SMP's); their UNet++ head is a 1x1 convolution.
+def plain_smp(arch, classes):
+    def unetplusplus(**kwargs):
+        net = smp.UnetPlusPlus(**kwargs)
+        net.segmentation_head[0] = torch.nn.Conv2d(16, classes, 1)
+        return net
+
+    make = {"unet": smp.Unet, "unet++": unetplusplus, "fpn": smp.FPN, "linknet": smp.Linknet, "manet": smp.MAnet,
+            "pan": smp.PAN, "deeplabv3": smp.DeepLabV3,
+            "pspnet": lambda **kwargs: smp.PSPNet(encoder_depth=5, output_stride=8, upsampling=8, **kwargs)}[arch]
+    return make(encoder_name="resnet18", encoder_weights=None, classes=classes)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_baseline_equals_plain_smp(arch):
     torch.manual_seed(0)
     model = build_model(arch, "resnet18", None, classes=5, att_depth=None).eval()
-    settings = ARCHITECTURES[arch].settings
-    plain = smp.create_model(ARCHITECTURES[arch].smp_name, encoder_name="resnet18", encoder_weights=None, classes=5, **settings).eval()
+    plain = plain_smp(arch, 5).eval()
     plain.load_state_dict(model.net.state_dict())
     x = torch.randn(2, 3, SIZE, SIZE)
     logits, attention = model(x)

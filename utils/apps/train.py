@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from models import WeightsUnavailable, build_model
-from utils.config import RunConfig, run_dir_name
+from utils.config import LR_GAMMA, RunConfig, run_dir_name
 from utils.data.datasets import DATASETS, build_dataset
 from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import Normalizer, build_transforms
@@ -67,7 +67,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     amp_dtype = autocast_dtype(device, config.amp)
     criterion = AFMALoss(config.class_weights).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=0.5)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device,
                                   persistent=split != "test")  # the test split is read once, at the end
