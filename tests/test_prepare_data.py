@@ -137,7 +137,8 @@ def test_camvid_folders_become_the_segnet_layout_at_full_size(tmp_path, capsys):
     code, stdout, _ = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")
     assert code == 0
     assert f"ready: use --data-dir {out}" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["test", "testannot", "train", "trainannot", "val", "valannot"]
+    assert sorted(p.name for p in out.iterdir()) == [prep.MARKER, "test", "testannot", "train", "trainannot",
+                                                     "val", "valannot"]
     expected = expected_index_label()
     for split in prep.SPLITS:
         names = sorted(f"{name}.png" for name in SPLIT_NAMES[split])
@@ -158,7 +159,7 @@ def test_camvid_zip_archives_give_the_same_bytes_and_reruns_are_identical(tmp_pa
     for source in (folders, zips):
         assert run(capsys, "camvid", "--source", source, "--out", source / "out", "--allow-partial")[0] == 0
     first = tree(zips / "out")
-    assert len(first) == 6 and first == tree(folders / "out")
+    assert len(first) == 7 and first == tree(folders / "out")  # 6 PNGs and the marker
     assert run(capsys, "camvid", "--source", zips, "--out", zips / "out", "--allow-partial", "--force")[0] == 0
     assert tree(zips / "out") == first  # --out inside --source is not read back as input either
 
@@ -219,7 +220,7 @@ def test_camvid_split_frames_missing_need_allow_partial(tmp_path, capsys):
 def test_camvid_existing_out_needs_force(tmp_path, capsys):
     source, out = tmp_path / "release", tmp_path / "out"
     make_camvid(source, per_split=1)
-    out.mkdir()
+    assert run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")[0] == 0
     (out / "keep.txt").write_text("mine")
     code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")
     assert_error(code, err, f"--out {out} exists", "--force")
@@ -227,6 +228,32 @@ def test_camvid_existing_out_needs_force(tmp_path, capsys):
     assert run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial", "--force")[0] == 0
     assert not (out / "keep.txt").exists() and len(list((out / "trainannot").iterdir())) == 1
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_force_never_replaces_a_folder_the_tool_did_not_write(tmp_path, capsys):
+    source, out = tmp_path / "release", tmp_path / "thesis"
+    make_camvid(source, per_split=1)
+    write(out / "thesis.tex", "years of work")
+    before = tree(tmp_path)
+    code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial", "--force")
+    assert_error(code, err, f"--out {out} was not written by this tool", prep.MARKER)
+    assert tree(tmp_path) == before and not list(tmp_path.glob(".thesis.*"))
+
+
+@pytest.mark.parametrize("where", ["source itself", "parent of source"])
+def test_force_never_removes_the_source_or_a_folder_holding_it(tmp_path, capsys, where):
+    parent = tmp_path / "work"
+    source = parent / "release"
+    make_camvid(source, per_split=1)
+    write(source / "notes.txt", "my notes")
+    write(parent / "thesis.tex", "years of work")
+    out = source if where == "source itself" else parent
+    (out / prep.MARKER).write_text(prep.MARKER_TEXT)  # even a folder the tool once wrote
+    before = tree(tmp_path)
+    for force in ((), ("--force",)):
+        code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial", *force)
+        assert_error(code, err, f"--out {out} holds --source {source}", "delete the source")
+        assert tree(tmp_path) == before and not list(out.parent.glob(f".{out.name}.*"))
 
 
 def test_camvid_ctrl_c_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -624,7 +651,7 @@ def test_download_then_prepare_camvid(tmp_path, capsys, monkeypatch, server):
     code, stdout, _ = run(capsys, "camvid", "--download", "--source", source, "--out", out, "--allow-partial")
     assert code == 0 and f"ready: use --data-dir {out}" in stdout
     assert sorted(p.name for p in source.iterdir()) == sorted(prep.CAMVID_ARCHIVES)  # no .part left
-    assert len(tree(out)) == 6
+    assert len(tree(out)) == 7  # 6 PNGs and the marker
     code, stdout, _ = run(capsys, "camvid", "--download", "--source", source, "--out", out, "--allow-partial",
                           "--force")
     assert code == 0 and "already downloaded and complete" in stdout and len(server.ranges) == 2

@@ -51,6 +51,9 @@ from tqdm import tqdm
 SPLITS = ("train", "val", "test")
 EXIT_ERROR = 2
 FIRST_FEW = 5  # offending paths listed per problem; the rest are counted
+# Written into every output folder: --force replaces only folders that hold it (never the user's own).
+MARKER = ".prepare_data"
+MARKER_TEXT = "written by tools/prepare_data.py: its --force may replace this folder\n"
 
 # ---- CamVid -------------------------------------------------------------------------------------------------
 
@@ -305,24 +308,37 @@ def source_folder(args: argparse.Namespace) -> Path:
     return source
 
 
-def refuse_existing(out: Path | None, force: bool) -> None:
-    """Stop before any work if --out exists and --force is not given."""
-    if out is not None and out.exists() and not force:
+def refuse_existing(out: Path | None, source: Path, force: bool) -> None:
+    """Stop before any work if an existing --out may not be replaced.
+
+    --force replaces only a folder this tool wrote (it holds MARKER), and never one that holds --source:
+    `--out` equal to `--source`, or a parent of it, would otherwise delete the download itself.
+    """
+    if out is None or not (out.exists() or out.is_symlink()):
+        return
+    if source.resolve().is_relative_to(out.resolve()):
+        raise PrepareError(f"--out {out} holds --source {source}: replacing it would delete the source; "
+                           f"choose an --out outside --source")
+    if not force:
         raise PrepareError(f"--out {out} exists: pass --force to replace it, or choose another --out")
+    if not (out / MARKER).is_file():
+        raise PrepareError(f"--out {out} was not written by this tool (it has no {MARKER} file), so --force "
+                           f"does not replace it: remove it yourself, or choose another --out")
 
 
 @contextlib.contextmanager
-def staged_output(out: Path, force: bool) -> Iterator[Path]:
+def staged_output(out: Path, source: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary folder beside `out` that becomes `out` only if the block completes.
 
     Anything else (an error, Ctrl-C) removes it, so `out` is never half-written; an existing `out` is
-    replaced only with --force, and only once the new one is complete.
+    replaced only with --force, only if this tool wrote it, and only once the new one is complete.
     """
-    refuse_existing(out, force)
+    refuse_existing(out, source, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
+        (tmp / MARKER).write_text(MARKER_TEXT)
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output should not be
@@ -532,13 +548,13 @@ def write_camvid_pair(out: Path, split: str, name: str, frame: Entry, label: Ent
 
 
 def prepare_camvid(args: argparse.Namespace) -> int:
-    refuse_existing(Path(args.out), args.force)
+    refuse_existing(Path(args.out), Path(args.source), args.force)
     source, out, splits = source_folder(args), Path(args.out), read_split_lists()
     wanted = [name for names in splits.values() for name in names]
     files = collect(source, out, CAMVID_ARCHIVES, camvid_place,
                     lambda found: all(f"frame/{n}" in found and f"label/{n}" in found for n in wanted))
     plan = plan_camvid(files, splits, source, args.allow_partial)
-    with staged_output(out, args.force) as tmp:
+    with staged_output(out, source, args.force) as tmp:
         for split in SPLITS:
             (tmp / split).mkdir()
             (tmp / f"{split}annot").mkdir()
@@ -650,14 +666,14 @@ def write_lits_slices(out: Path, number: int, volume_path: Path, seg_path: Path,
 
 
 def prepare_lits(args: argparse.Namespace) -> int:
-    refuse_existing(Path(args.out), args.force)
+    refuse_existing(Path(args.out), Path(args.source), args.force)
     source, out = source_folder(args), Path(args.out)
     pairs = find_lits_pairs(source, out)
     volumes = split_volumes([number for number, _, _ in pairs], args.split, args.seed)
     split_of = {number: split for split, numbers in volumes.items() for number in numbers}
     policy = "all" if args.all_slices else "liver"
     counts = dict.fromkeys(SPLITS, 0)
-    with staged_output(out, args.force) as tmp:
+    with staged_output(out, source, args.force) as tmp:
         for split in SPLITS:
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "masks").mkdir()
@@ -914,7 +930,7 @@ def materialise(files: dict[str, Entry], out: Path) -> None:
 def check_command(args: argparse.Namespace) -> int:
     """Check a download of birds/skinlesion/cityscapes; assemble it in --out when asked or needed."""
     out = Path(args.out) if args.out else None
-    refuse_existing(out, args.force)
+    refuse_existing(out, Path(args.source), args.force)
     layout, source = LAYOUTS[args.dataset], source_folder(args)
     files = collect(source, out, layout.archives, layout.place, lambda found: layout.check(found).ok())
     report = layout.check(files)
@@ -934,7 +950,7 @@ def check_command(args: argparse.Namespace) -> int:
     if report.needs_train_ids and train_id_converter() is None:
         raise PrepareError(f"gtFine has no *{CITYSCAPES_LABEL} files and cityscapesscripts is not "
                            f"installed: `pip install cityscapesscripts`, then run this again")
-    with staged_output(out, args.force) as tmp:
+    with staged_output(out, source, args.force) as tmp:
         materialise(files, tmp)
         if report.needs_train_ids:
             create_train_ids(tmp)
