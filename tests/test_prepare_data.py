@@ -198,6 +198,16 @@ def test_camvid_wrong_size_is_an_error(tmp_path, capsys):
     assert_nothing_written(out)
 
 
+def test_camvid_corrupt_png_is_one_error_line_without_opencv_warnings(tmp_path, capfd):
+    source, out = tmp_path / "release", tmp_path / "out"
+    names = make_camvid(source, per_split=1)
+    label = source / "LabeledApproved_full" / f"{names[0]}_L.png"
+    label.write_bytes(label.read_bytes()[:200])  # truncated: OpenCV logs a warning of its own on stderr
+    code = prep.main(["camvid", "--source", str(source), "--out", str(out), "--allow-partial"])
+    assert_error(code, capfd.readouterr().err, label, "cannot be decoded")  # fd 2: OpenCV's C++ log too
+    assert_nothing_written(out)
+
+
 def test_camvid_frame_in_no_split_list_is_an_error(tmp_path, capsys):
     source, out = tmp_path / "release", tmp_path / "out"
     make_camvid(source, per_split=1)
@@ -404,8 +414,17 @@ def test_lits_split_is_seeded_and_by_fractions():
     assert [len(first[split]) for split in prep.SPLITS] == [14, 2, 4]
     assert prep.split_counts(131, (0.7, 0.1, 0.2)) == [92, 13, 26]
     assert prep.split_counts(3, (0.7, 0.1, 0.2)) == [1, 1, 1]
-    with pytest.raises(prep.PrepareError, match="2 LiTS volume"):
+    with pytest.raises(prep.PrepareError, match="2 LiTS volume.*every split needs at least one volume"):
         prep.split_volumes([0, 1], (0.7, 0.1, 0.2), seed=0)
+
+
+def test_lits_split_with_an_empty_split_is_refused(tmp_path, capsys):
+    source, out = tmp_path / "lits", tmp_path / "LiTS"
+    make_lits(source, numbers=range(3))
+    code, stdout, err = run(capsys, "lits", "--source", source, "--out", out, "--split", "0.5,0.5,0")
+    assert code == 2 and "ready" not in stdout
+    assert "every split needs at least one volume" in " ".join(err.split())
+    assert_nothing_written(out)
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -724,10 +743,14 @@ def test_download_http_404_and_offline_are_one_line_errors(tmp_path, capsys, mon
     assert_error(code, err, f"cannot download {closed}:", "refused", "download it by hand")
 
 
-@pytest.mark.parametrize("dataset", ["lits", "cityscapes"])
-def test_download_is_refused_for_registration_only_data(tmp_path, capsys, dataset):
+@pytest.mark.parametrize("dataset, where", [("lits", "codalab.org"), ("cityscapes", "cityscapes-dataset.com")])
+def test_download_is_not_offered_for_registration_only_data(tmp_path, capsys, dataset, where):
+    assert prep.main([dataset, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--download" not in text
+    assert "cannot be downloaded by this tool" in text and "registration" in text and where in text
     code, _, err = run(capsys, dataset, "--download", "--source", tmp_path / "x")
-    assert_error(code, err, "cannot be downloaded by this tool", "registration", tmp_path / "x")
+    assert code == 2 and "unrecognized arguments: --download" in err
     assert not (tmp_path / "x").exists()
 
 
@@ -738,7 +761,9 @@ def test_help_lists_every_data_set(capsys):
     text = capsys.readouterr().out
     assert all(name in text for name in ("camvid", "lits", "birds", "skinlesion", "cityscapes"))
     assert prep.main(["lits", "--help"]) == 0
-    assert "only slices with liver" in " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    assert "only slices with liver" in text and "this project's own choices" in text
+    assert "original" not in text  # the released code says nothing about slice selection or the split
 
 
 def test_cli_runs_as_a_script(tmp_path):

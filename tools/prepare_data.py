@@ -10,8 +10,10 @@ camvid: the official full-resolution release labels 32 classes by colour; main.p
 of SegNet and the AFMA paper as index PNGs, in the standard 367/101/233 split (tools/camvid_splits/).
 lits: LiTS ships 3-D NIfTI volumes; main.py reads 2-D .npy slices. The volumes are split into train/val/test
 BY VOLUME (slices of one patient are nearly identical, so a per-slice split would leak test patients into
-training). By default only slices that contain liver are kept, as the original AFMA code trained on: the
-slices without liver are about 2/3 of a volume and nearly all background (--all-slices keeps every slice).
+training). By default only slices that contain liver are kept. Both are this project's own choices: neither
+the AFMA paper nor its released code says which slices were used or how the volumes were split. Slices without
+liver are about 2/3 of a volume and nearly all background, so they would fill the training set with empty
+masks (--all-slices keeps every slice; split.json records the policy, the seed and the split).
 birds, skinlesion, cityscapes: the releases already come in the layout main.py reads, so the tool checks a
 download against the expected files and counts, assembles the layout with --out when the files are spread
 over archives or folders, and creates the Cityscapes train-id labels.
@@ -299,7 +301,7 @@ def collect(source: Path, skip: Path | None, archives: tuple[str, ...], place: C
 def source_folder(args: argparse.Namespace) -> Path:
     """--source as a folder, after downloading into it when --download is given."""
     source = Path(args.source)
-    if args.download:
+    if getattr(args, "download", False):
         fetch_all(args.dataset, source)
     if not source.is_dir():
         raise PrepareError(f"--source {source} is not a folder: pass the folder holding the downloaded "
@@ -366,8 +368,6 @@ def progress(items, desc: str, unit: str):
 
 def fetch_all(dataset: str, folder: Path) -> None:
     """Download the data set's public archives into `folder`, skipping complete ones."""
-    if dataset in NO_DOWNLOAD:
-        raise PrepareError(NO_DOWNLOAD[dataset].format(folder=folder))
     folder.mkdir(parents=True, exist_ok=True)
     for url, name in DOWNLOADS[dataset]:
         fetch(url, folder / name)
@@ -522,9 +522,22 @@ def plan_camvid(files: dict[str, Entry], splits: dict[str, list[str]], source: P
     return plan
 
 
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log (e.g. "PNG input buffer is incomplete") while decoding: a corrupt file
+    is reported once, by the `error:` line that names it."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def decode_png(entry: Entry, data: bytes) -> np.ndarray:
     """Decode a CamVid PNG as RGB and check it has the release's 960x720 size."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    with quiet_opencv():
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise PrepareError(f"{entry.where()} cannot be decoded as an image: the file is corrupt or "
                            f"truncated (extract or download it again)")
@@ -593,7 +606,7 @@ def find_lits_pairs(source: Path, skip: Path) -> list[tuple[int, Path, Path]]:
 
 
 def split_counts(total: int, fractions: tuple[float, ...]) -> list[int]:
-    """Volumes per split: largest remainders, and at least one for every split with a positive fraction."""
+    """Volumes per split: largest remainders, and at least one for every split (all fractions are > 0)."""
     raw = [fraction * total for fraction in fractions]
     counts = [int(value) for value in raw]
     by_remainder = sorted(range(len(raw)), key=lambda i: counts[i] - raw[i])
@@ -608,10 +621,9 @@ def split_counts(total: int, fractions: tuple[float, ...]) -> list[int]:
 
 def split_volumes(ids: list[int], fractions: tuple[float, ...], seed: int) -> dict[str, list[int]]:
     """Shuffle the volume ids with `seed` and cut them into train/val/test by `fractions`."""
-    needed = sum(fraction > 0 for fraction in fractions)
-    if len(ids) < needed:
-        raise PrepareError(f"{len(ids)} LiTS volume(s) cannot fill {needed} splits: add volumes or give a "
-                           f"zero --split fraction to the splits to leave empty")
+    if len(ids) < len(SPLITS):
+        raise PrepareError(f"{len(ids)} LiTS volume(s) cannot fill the {len(SPLITS)} splits: every split needs "
+                           f"at least one volume (main.py reads train, val and test), so add volumes")
     shuffled = sorted(ids)
     random.Random(seed).shuffle(shuffled)
     splits, start = {}, 0
@@ -969,21 +981,26 @@ def fractions(text: str) -> tuple[float, float, float]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three non-negative fractions train,val,test that "
-                                         f"sum to 1 (e.g. 0.7,0.1,0.2)")
+    if len(values) != 3 or min(values) <= 0 or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three positive fractions train,val,test that sum "
+                                         f"to 1 (e.g. 0.7,0.1,0.2): main.py needs every split, so every split "
+                                         f"needs at least one volume")
     return values
 
 
-def add_common(parser: argparse.ArgumentParser, out_default: str | None, out_help: str,
+def add_common(parser: argparse.ArgumentParser, dataset: str, out_default: str | None, out_help: str,
                partial: bool = True) -> None:
     parser.add_argument("--source", required=True, metavar="PATH",
                         help="folder holding the downloaded archives or their extracted folders "
                              "(searched recursively)")
     parser.add_argument("--out", default=out_default, metavar="DIR", help=out_help)
-    parser.add_argument("--force", action="store_true", help="replace an existing --out")
-    parser.add_argument("--download", action="store_true",
-                        help="first download the public archives into --source (resumable)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out that this tool wrote (never a folder holding --source)")
+    if dataset in DOWNLOADS:
+        parser.add_argument("--download", action="store_true",
+                            help="first download the public archives into --source (resumable)")
+    else:  # a registration is needed: say where the files come from instead of offering --download
+        parser.epilog = NO_DOWNLOAD[dataset].format(folder="--source")
     if partial:
         parser.add_argument("--allow-partial", action="store_true",
                             help="accept fewer files than the complete release (a subset); every split "
@@ -1004,15 +1021,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "or their extracted folders) into train/ trainannot/ val/ valannot/ test/ testannot/: "
                     "frames copied byte for byte, colour labels turned into index PNGs of the 11 SegNet "
                     "classes + unlabelled (11), split 367/101/233 by tools/camvid_splits/.")
-    add_common(camvid, "data/CamVid", "output folder (default: data/CamVid)")
+    add_common(camvid, "camvid", "data/CamVid", "output folder (default: data/CamVid)")
     lits = commands.add_parser(
         "lits", help="slice the LiTS volume-N.nii / segmentation-N.nii files into .npy",
         description="Slice LiTS CT volumes (volume-N.nii and segmentation-N.nii, also .nii.gz) into 2-D .npy "
                     "files, windowed to [-250, 250] HU, split train/val/test BY VOLUME with a seeded shuffle "
-                    "(recorded in DIR/split.json). By default only slices with liver are kept, as the "
-                    "original AFMA code trained on: slices without liver are about 2/3 of a volume and "
-                    "nearly all background; --all-slices keeps every slice.")
-    add_common(lits, "data/LiTS", "output folder (default: data/LiTS)", partial=False)
+                    "(recorded in DIR/split.json). By default only slices with liver are kept. The slice "
+                    "selection and the split are this project's own choices (neither the AFMA paper nor its "
+                    "released code says which slices or which split were used): slices without liver are "
+                    "about 2/3 of a volume and nearly all background; --all-slices keeps every slice.")
+    add_common(lits, "lits", "data/LiTS", "output folder (default: data/LiTS)", partial=False)
     lits.add_argument("--seed", type=int, default=0, help="seed of the volume shuffle (default: 0)")
     lits.add_argument("--split", type=fractions, default=(0.7, 0.1, 0.2), metavar="TRAIN,VAL,TEST",
                       help="fractions of the volumes per split (default: 0.7,0.1,0.2)")
@@ -1032,7 +1050,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"expects, naming what is missing or misnamed. If it is already in the layout main.py "
                         f"reads, nothing is written and the tool says which --data-dir to use; otherwise "
                         f"(archives not extracted, folders side by side) --out assembles the layout there.")
-        add_common(check, None, "assemble the layout here (optional when --source is already in it)")
+        add_common(check, name, None, "assemble the layout here (optional when --source is already in it)")
     return parser
 
 
