@@ -306,6 +306,26 @@ def test_prepared_camvid_is_read_by_the_project_reader(tmp_path, capsys):
     np.testing.assert_array_equal(mask, expected_index_label())
 
 
+# The release's own colour -> class pairs (label_colors.txt names, SegNet's 11 classes), written out here so
+# that the prepared labels are checked against the reader's CamVid.classes, not the tool against itself.
+RELEASE_CLASS = {"Sky": "sky", "Building": "building", "Column_Pole": "pole", "Road": "road",
+                 "Sidewalk": "pavement", "Tree": "tree", "SignSymbol": "signsymbol", "Fence": "fence",
+                 "Car": "car", "Pedestrian": "pedestrian", "Bicyclist": "bicyclist", "Void": "unlabelled"}
+
+
+def test_prepared_camvid_class_order_is_the_readers(tmp_path, capsys):
+    from utils.data.datasets import CamVid
+
+    source, out = tmp_path / "release", tmp_path / "out"
+    make_camvid(source, per_split=1)
+    assert run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")[0] == 0
+    _, mask = CamVid(out, "test")[0]
+    for i, (_, name, _) in enumerate(prep.CAMVID_COLOURS):
+        if name in RELEASE_CLASS:
+            band = mask[:, i * BAND:(i + 1) * BAND]
+            assert (band == CamVid.classes.index(RELEASE_CLASS[name])).all(), name
+
+
 def test_main_trains_one_epoch_on_the_prepared_camvid(tmp_path, capsys):
     import main
     from tests.conftest import FAST

@@ -50,7 +50,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-SPLITS = ("train", "val", "test")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
+# The data sets' constants have one home, the readers main.py uses; the tool writes what they read.
+from utils.data.datasets import SPLITS, CamVid, Cityscapes, LiTS, SkinLesion  # noqa: E402
+
 EXIT_ERROR = 2
 FIRST_FEW = 5  # offending paths listed per problem; the rest are counted
 # Written into every output folder: --force replaces only folders that hold it (never the user's own).
@@ -59,8 +62,7 @@ MARKER_TEXT = "written by tools/prepare_data.py: its --force may replace this fo
 
 # ---- CamVid -------------------------------------------------------------------------------------------------
 
-CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
-                  "pedestrian", "bicyclist", "unlabelled")
+CAMVID_CLASSES = CamVid.classes  # the label index of each class is its position here
 # The 32 colours of the release's label_colors.txt (Brostow et al., "Semantic object classes in video",
 # 2009) and the class of SegNet / the AFMA paper each joins. The grouping is the one of MathWorks'
 # camvidPixelLabelIDs (Computer Vision Toolbox example "Semantic Segmentation Using Deep Learning"), which
@@ -112,7 +114,7 @@ PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 6]  # level 9 is 5x slower for 8% smal
 
 # ---- LiTS ---------------------------------------------------------------------------------------------------
 
-HU_WINDOW = (-250.0, 250.0)  # the abdominal window of the AFMA LiTS experiments
+HU_WINDOW = LiTS.HU_WINDOW  # the abdominal window of the AFMA LiTS experiments
 LITS_FILE = re.compile(r"(volume|segmentation)-(\d+)\.nii(\.gz)?")
 SLICE_POLICY = {"liver": "only axial slices whose mask contains liver or tumour (label 1 or 2)",
                 "all": "every axial slice"}
@@ -791,7 +793,7 @@ def check_birds(files: dict[str, Entry]) -> Report:
     return report
 
 
-ISIC_PHASES = ("Training", "Validation", "Test")
+ISIC_PHASES = tuple(SkinLesion.PHASES.values())  # Training, Validation, Test
 ISIC_FOLDER = re.compile(r"ISIC2018_Task1(-2)?_(Training|Validation|Test)_(Input|GroundTruth)")
 
 
@@ -822,7 +824,7 @@ def check_skinlesion(files: dict[str, Entry]) -> Report:
     return report
 
 
-CITYSCAPES_IMAGE, CITYSCAPES_LABEL = "_leftImg8bit.png", "_gtFine_labelTrainIds.png"
+CITYSCAPES_IMAGE, CITYSCAPES_LABEL = Cityscapes.IMAGE_SUFFIX, Cityscapes.LABEL_SUFFIX
 CITYSCAPES_POLYGONS = "_gtFine_polygons.json"
 CITYSCAPES_ARCHIVES = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
 
