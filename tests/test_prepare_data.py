@@ -4,7 +4,6 @@ volumes, CUB / ISIC / Cityscapes layouts, and downloads from an HTTP server on 1
 Most tests call main(argv) in-process for speed; one runs the script as a subprocess for the CLI.
 """
 import http.server
-import importlib.util
 import io
 import json
 import re
@@ -21,12 +20,13 @@ import cv2
 import numpy as np
 import pytest
 
+from tools.prepare import camvid, checks, cli, common, download, lits, sources
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "prepare_data.py"
-_spec = importlib.util.spec_from_file_location("prepare_data", TOOL)
-prep = importlib.util.module_from_spec(_spec)
-sys.modules["prepare_data"] = prep  # dataclasses look their module up while the file executes
-_spec.loader.exec_module(prep)
+# The package's modules seen as one namespace, as the tests read them (patch a module itself, not this view).
+prep = types.SimpleNamespace(**{name: value for module in (common, sources, download, camvid, lits, checks, cli)
+                                for name, value in vars(module).items() if not name.startswith("__")})
 
 WIDTH, HEIGHT = prep.CAMVID_SIZE
 SPLIT_NAMES = {split: (prep.CAMVID_SPLIT_DIR / f"{split}.txt").read_text().split()[:2] for split in prep.SPLITS}
@@ -278,7 +278,7 @@ def test_camvid_ctrl_c_leaves_nothing(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         write(*args)
 
-    monkeypatch.setattr(prep, "write_camvid_pair", interrupted)
+    monkeypatch.setattr(camvid, "write_camvid_pair", interrupted)
     code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")
     assert code == 130 and err.startswith("error: interrupted")
     assert_nothing_written(out)
