@@ -7,7 +7,7 @@
 Run it from the repository root. In one run:
 1. A CamVid-format data set is written to a temporary folder: --train / --val / --test frames of --frame-size
    (960x720, CamVid's, by default), copies of the bundled synthetic sample's 18 frames (dataset/camvid;
-   --source synthetic: a few generated street-like frames with labels 0..11 instead), as PNGs.
+   --source synthetic: a few freshly generated scenes of tools/make_sample.py instead), as PNGs.
 2. main.py's real loop runs on it in-process (main.main with --data-dir and --output-dir in that folder, and the
    flags below passed through; any setting not given is main.py's default) for --epochs epochs.
 3. On a fresh model of the same spec, batch size and input sizes, on the same device and settings (channels_last
@@ -50,8 +50,8 @@ import main as main_py
 from benchmarks.common import command_line, device_name, eval_step, host_batch, median_step_seconds, prepare_model, \
     train_step
 from models import build_model
+from tools.make_sample import make_scene
 from utils.config import RunConfig, resolve_device
-from utils.data.datasets import CamVid
 from utils.data.transforms import Normalizer
 from utils.engine.device import autocast_dtype, setup_device
 from utils.errors import UsageError
@@ -117,32 +117,12 @@ def encode_png(array: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def synthetic_frame(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """A street-like frame: sky, buildings, road, pavement and the small classes as boxes; labels 0..11, and
-    an RGB image of each class's CamVid colour with noise. Returns (RGB image, label)."""
-    label = np.zeros((height, width), np.uint8)  # sky
-    horizon, kerb = int(height * rng.uniform(0.3, 0.45)), int(height * rng.uniform(0.6, 0.7))
-    x = 0
-    while x < width:  # buildings and trees along the horizon
-        w = int(rng.integers(width // 12, width // 4))
-        top = int(rng.integers(height // 20, horizon))
-        label[top:kerb, x:x + w] = rng.choice([1, 1, 5])
-        x += w
-    label[kerb:] = 3  # road
-    label[kerb:kerb + height // 12] = 4  # pavement
-    label[kerb - height // 20:kerb, :] = 7  # fence
-    for cls, count, (w_range, h_range) in ((8, 4, ((0.08, 0.2), (0.08, 0.15))), (2, 5, ((0.005, 0.01), (0.2, 0.4))),
-                                           (6, 3, ((0.02, 0.04), (0.02, 0.04))), (9, 4, ((0.01, 0.03), (0.06, 0.12))),
-                                           (10, 2, ((0.02, 0.04), (0.06, 0.1))), (11, 2, ((0.02, 0.1), (0.02, 0.1)))):
-        for _ in range(count):
-            w = max(1, int(width * rng.uniform(*w_range)))
-            h = max(1, int(height * rng.uniform(*h_range)))
-            x0 = int(rng.integers(0, max(1, width - w)))
-            y0 = int(rng.integers(horizon // 2, max(horizon // 2 + 1, height - h)))
-            label[y0:y0 + h, x0:x0 + w] = cls
-    palette = np.asarray(CamVid.palette, np.float32)
-    image = palette[label] + rng.normal(0, 8, (height, width, 3)).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8), label
+def resized_pngs(image: np.ndarray, label: np.ndarray, width: int, height: int) -> tuple[bytes, bytes]:
+    """A BGR frame and its label as PNG bytes at width x height (area-averaged image, nearest label)."""
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+    return encode_png(image), encode_png(label)
 
 
 def source_frames(source: str, width: int, height: int, seed: int = 0) -> tuple[list[tuple[bytes, bytes]], str]:
@@ -156,17 +136,15 @@ def source_frames(source: str, width: int, height: int, seed: int = 0) -> tuple[
             if image.shape[:2] == (height, width):
                 frames.append((image_path.read_bytes(), label_path.read_bytes()))
             else:
-                label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
-                frames.append((encode_png(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)),
-                               encode_png(cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST))))
+                frames.append(resized_pngs(image, cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED), width, height))
         return frames, f"copies of the {len(frames)} frames of the bundled sample ({SAMPLE.relative_to(ROOT)})"
-    rng = np.random.default_rng(seed)
+    # The street scenes of tools/make_sample.py (the generator of the bundled sample), one seed per frame.
     frames = []
-    for _ in range(SYNTHETIC_FRAMES):
-        image, label = synthetic_frame(rng, width, height)
-        frames.append((encode_png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), encode_png(label)))
+    for i in range(SYNTHETIC_FRAMES):
+        image, label = make_scene(np.random.default_rng([seed, i]))
+        frames.append(resized_pngs(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), label, width, height))
     missing = "" if source == "synthetic" else " (the bundled sample is missing)"
-    return frames, f"copies of {len(frames)} generated street-like frames{missing}"
+    return frames, f"copies of {len(frames)} generated street-like frames (tools/make_sample.py){missing}"
 
 
 def make_dataset(root: Path, counts: dict, frame_size=(960, 720), source: str = "sample") -> str:

@@ -4,7 +4,6 @@ volumes, CUB / ISIC / Cityscapes layouts, and downloads from an HTTP server on 1
 Most tests call main(argv) in-process for speed; one runs the script as a subprocess for the CLI.
 """
 import http.server
-import importlib.util
 import io
 import json
 import re
@@ -21,12 +20,13 @@ import cv2
 import numpy as np
 import pytest
 
+from tools.prepare import camvid, checks, cli, common, download, lits, sources
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "prepare_data.py"
-_spec = importlib.util.spec_from_file_location("prepare_data", TOOL)
-prep = importlib.util.module_from_spec(_spec)
-sys.modules["prepare_data"] = prep  # dataclasses look their module up while the file executes
-_spec.loader.exec_module(prep)
+# The package's modules seen as one namespace, as the tests read them (patch a module itself, not this view).
+prep = types.SimpleNamespace(**{name: value for module in (common, sources, download, camvid, lits, checks, cli)
+                                for name, value in vars(module).items() if not name.startswith("__")})
 
 WIDTH, HEIGHT = prep.CAMVID_SIZE
 SPLIT_NAMES = {split: (prep.CAMVID_SPLIT_DIR / f"{split}.txt").read_text().split()[:2] for split in prep.SPLITS}
@@ -137,7 +137,8 @@ def test_camvid_folders_become_the_segnet_layout_at_full_size(tmp_path, capsys):
     code, stdout, _ = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")
     assert code == 0
     assert f"ready: use --data-dir {out}" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["test", "testannot", "train", "trainannot", "val", "valannot"]
+    assert sorted(p.name for p in out.iterdir()) == [prep.MARKER, "test", "testannot", "train", "trainannot",
+                                                     "val", "valannot"]
     expected = expected_index_label()
     for split in prep.SPLITS:
         names = sorted(f"{name}.png" for name in SPLIT_NAMES[split])
@@ -158,7 +159,7 @@ def test_camvid_zip_archives_give_the_same_bytes_and_reruns_are_identical(tmp_pa
     for source in (folders, zips):
         assert run(capsys, "camvid", "--source", source, "--out", source / "out", "--allow-partial")[0] == 0
     first = tree(zips / "out")
-    assert len(first) == 6 and first == tree(folders / "out")
+    assert len(first) == 7 and first == tree(folders / "out")  # 6 PNGs and the marker
     assert run(capsys, "camvid", "--source", zips, "--out", zips / "out", "--allow-partial", "--force")[0] == 0
     assert tree(zips / "out") == first  # --out inside --source is not read back as input either
 
@@ -197,6 +198,16 @@ def test_camvid_wrong_size_is_an_error(tmp_path, capsys):
     assert_nothing_written(out)
 
 
+def test_camvid_corrupt_png_is_one_error_line_without_opencv_warnings(tmp_path, capfd):
+    source, out = tmp_path / "release", tmp_path / "out"
+    names = make_camvid(source, per_split=1)
+    label = source / "LabeledApproved_full" / f"{names[0]}_L.png"
+    label.write_bytes(label.read_bytes()[:200])  # truncated: OpenCV logs a warning of its own on stderr
+    code = prep.main(["camvid", "--source", str(source), "--out", str(out), "--allow-partial"])
+    assert_error(code, capfd.readouterr().err, label, "cannot be decoded")  # fd 2: OpenCV's C++ log too
+    assert_nothing_written(out)
+
+
 def test_camvid_frame_in_no_split_list_is_an_error(tmp_path, capsys):
     source, out = tmp_path / "release", tmp_path / "out"
     make_camvid(source, per_split=1)
@@ -219,7 +230,7 @@ def test_camvid_split_frames_missing_need_allow_partial(tmp_path, capsys):
 def test_camvid_existing_out_needs_force(tmp_path, capsys):
     source, out = tmp_path / "release", tmp_path / "out"
     make_camvid(source, per_split=1)
-    out.mkdir()
+    assert run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")[0] == 0
     (out / "keep.txt").write_text("mine")
     code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")
     assert_error(code, err, f"--out {out} exists", "--force")
@@ -227,6 +238,32 @@ def test_camvid_existing_out_needs_force(tmp_path, capsys):
     assert run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial", "--force")[0] == 0
     assert not (out / "keep.txt").exists() and len(list((out / "trainannot").iterdir())) == 1
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_force_never_replaces_a_folder_the_tool_did_not_write(tmp_path, capsys):
+    source, out = tmp_path / "release", tmp_path / "thesis"
+    make_camvid(source, per_split=1)
+    write(out / "thesis.tex", "years of work")
+    before = tree(tmp_path)
+    code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial", "--force")
+    assert_error(code, err, f"--out {out} was not written by this tool", prep.MARKER)
+    assert tree(tmp_path) == before and not list(tmp_path.glob(".thesis.*"))
+
+
+@pytest.mark.parametrize("where", ["source itself", "parent of source"])
+def test_force_never_removes_the_source_or_a_folder_holding_it(tmp_path, capsys, where):
+    parent = tmp_path / "work"
+    source = parent / "release"
+    make_camvid(source, per_split=1)
+    write(source / "notes.txt", "my notes")
+    write(parent / "thesis.tex", "years of work")
+    out = source if where == "source itself" else parent
+    (out / prep.MARKER).write_text(prep.MARKER_TEXT)  # even a folder the tool once wrote
+    before = tree(tmp_path)
+    for force in ((), ("--force",)):
+        code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial", *force)
+        assert_error(code, err, f"--out {out} holds --source {source}", "delete the source")
+        assert tree(tmp_path) == before and not list(out.parent.glob(f".{out.name}.*"))
 
 
 def test_camvid_ctrl_c_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -241,7 +278,7 @@ def test_camvid_ctrl_c_leaves_nothing(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         write(*args)
 
-    monkeypatch.setattr(prep, "write_camvid_pair", interrupted)
+    monkeypatch.setattr(camvid, "write_camvid_pair", interrupted)
     code, _, err = run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")
     assert code == 130 and err.startswith("error: interrupted")
     assert_nothing_written(out)
@@ -267,6 +304,26 @@ def test_prepared_camvid_is_read_by_the_project_reader(tmp_path, capsys):
     image, mask = dataset[0]
     assert len(dataset) == 1 and image.shape == (HEIGHT, WIDTH, 3)
     np.testing.assert_array_equal(mask, expected_index_label())
+
+
+# The release's own colour -> class pairs (label_colors.txt names, SegNet's 11 classes), written out here so
+# that the prepared labels are checked against the reader's CamVid.classes, not the tool against itself.
+RELEASE_CLASS = {"Sky": "sky", "Building": "building", "Column_Pole": "pole", "Road": "road",
+                 "Sidewalk": "pavement", "Tree": "tree", "SignSymbol": "signsymbol", "Fence": "fence",
+                 "Car": "car", "Pedestrian": "pedestrian", "Bicyclist": "bicyclist", "Void": "unlabelled"}
+
+
+def test_prepared_camvid_class_order_is_the_readers(tmp_path, capsys):
+    from utils.data.datasets import CamVid
+
+    source, out = tmp_path / "release", tmp_path / "out"
+    make_camvid(source, per_split=1)
+    assert run(capsys, "camvid", "--source", source, "--out", out, "--allow-partial")[0] == 0
+    _, mask = CamVid(out, "test")[0]
+    for i, (_, name, _) in enumerate(prep.CAMVID_COLOURS):
+        if name in RELEASE_CLASS:
+            band = mask[:, i * BAND:(i + 1) * BAND]
+            assert (band == CamVid.classes.index(RELEASE_CLASS[name])).all(), name
 
 
 def test_main_trains_one_epoch_on_the_prepared_camvid(tmp_path, capsys):
@@ -377,8 +434,17 @@ def test_lits_split_is_seeded_and_by_fractions():
     assert [len(first[split]) for split in prep.SPLITS] == [14, 2, 4]
     assert prep.split_counts(131, (0.7, 0.1, 0.2)) == [92, 13, 26]
     assert prep.split_counts(3, (0.7, 0.1, 0.2)) == [1, 1, 1]
-    with pytest.raises(prep.PrepareError, match="2 LiTS volume"):
+    with pytest.raises(prep.PrepareError, match="2 LiTS volume.*every split needs at least one volume"):
         prep.split_volumes([0, 1], (0.7, 0.1, 0.2), seed=0)
+
+
+def test_lits_split_with_an_empty_split_is_refused(tmp_path, capsys):
+    source, out = tmp_path / "lits", tmp_path / "LiTS"
+    make_lits(source, numbers=range(3))
+    code, stdout, err = run(capsys, "lits", "--source", source, "--out", out, "--split", "0.5,0.5,0")
+    assert code == 2 and "ready" not in stdout
+    assert "every split needs at least one volume" in " ".join(err.split())
+    assert_nothing_written(out)
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -624,7 +690,7 @@ def test_download_then_prepare_camvid(tmp_path, capsys, monkeypatch, server):
     code, stdout, _ = run(capsys, "camvid", "--download", "--source", source, "--out", out, "--allow-partial")
     assert code == 0 and f"ready: use --data-dir {out}" in stdout
     assert sorted(p.name for p in source.iterdir()) == sorted(prep.CAMVID_ARCHIVES)  # no .part left
-    assert len(tree(out)) == 6
+    assert len(tree(out)) == 7  # 6 PNGs and the marker
     code, stdout, _ = run(capsys, "camvid", "--download", "--source", source, "--out", out, "--allow-partial",
                           "--force")
     assert code == 0 and "already downloaded and complete" in stdout and len(server.ranges) == 2
@@ -697,10 +763,14 @@ def test_download_http_404_and_offline_are_one_line_errors(tmp_path, capsys, mon
     assert_error(code, err, f"cannot download {closed}:", "refused", "download it by hand")
 
 
-@pytest.mark.parametrize("dataset", ["lits", "cityscapes"])
-def test_download_is_refused_for_registration_only_data(tmp_path, capsys, dataset):
+@pytest.mark.parametrize("dataset, where", [("lits", "codalab.org"), ("cityscapes", "cityscapes-dataset.com")])
+def test_download_is_not_offered_for_registration_only_data(tmp_path, capsys, dataset, where):
+    assert prep.main([dataset, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--download" not in text
+    assert "cannot be downloaded by this tool" in text and "registration" in text and where in text
     code, _, err = run(capsys, dataset, "--download", "--source", tmp_path / "x")
-    assert_error(code, err, "cannot be downloaded by this tool", "registration", tmp_path / "x")
+    assert code == 2 and "unrecognized arguments: --download" in err
     assert not (tmp_path / "x").exists()
 
 
@@ -711,7 +781,9 @@ def test_help_lists_every_data_set(capsys):
     text = capsys.readouterr().out
     assert all(name in text for name in ("camvid", "lits", "birds", "skinlesion", "cityscapes"))
     assert prep.main(["lits", "--help"]) == 0
-    assert "only slices with liver" in " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    assert "only slices with liver" in text and "this project's own choices" in text
+    assert "original" not in text  # the released code says nothing about slice selection or the split
 
 
 def test_cli_runs_as_a_script(tmp_path):
