@@ -31,6 +31,20 @@ def test_run_draws_its_figures(trained):
     assert_picture(heat_maps[0])
 
 
+def test_run_keeps_each_test_image_confusion_matrix_beside_its_metrics(trained, tiny_camvid):
+    import json
+
+    from utils.engine.evaluate import read_per_image
+
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for split in ("val", "test"):
+        mats = read_per_image(trained, split)
+        assert mats.dtype == np.int64 and mats.shape == (len(list((tiny_camvid / split).iterdir())), 12, 12)
+        assert (mats.sum(0) == np.array(metrics[split]["confusion_matrix"])).all()
+        assert (mats.sum((1, 2)) > 0).all()  # every image counted, none empty
+    assert "per_image_confusion" not in metrics["test"]
+
+
 def test_predict_an_odd_sized_image_at_its_own_size(trained, tiny_camvid, tmp_path, capsys):
     source = cv2.imread(str(sorted((tiny_camvid / "test").iterdir())[0]))
     odd = tmp_path / "odd.jpg"
