@@ -107,6 +107,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     action.add_argument("--predict", metavar="PATH", help="segment an image or a folder of images (needs --checkpoint)")
     action.add_argument("--compare", metavar="ARCH", help=f"train the baseline and AFMA of ARCH ({', '.join(ARCHITECTURES)}"
                         ", or all) with the same seed and data, and report both")
+    action.add_argument("--seeds", metavar="S,S,...", help="with --compare: train every model once per seed (the "
+                        "same seeds for all) and report mean +- std and paired bootstrap intervals, e.g. 0,1,2")
     args = p.parse_args(argv)
     explicit = {key: value for key, value in vars(args).items() if key in DEFAULTS}
     return args, explicit
@@ -192,6 +194,8 @@ def run(args, explicit) -> int:
         given = actions + (["--checkpoint"] if args.checkpoint else [])
         raise UsageError(f"{' and '.join(given)} are different actions: give one of them (--predict goes with "
                          f"--checkpoint)")
+    if args.seeds is not None and not args.compare:
+        raise UsageError("--seeds goes with --compare ARCH: it trains every model of the comparison once per seed")
     if args.predict:
         from utils.apps.predict import predict
         from utils.config import check_scale, resolve_device
@@ -232,15 +236,30 @@ def compare(args, explicit) -> int:
     out_dir = Path(base.output_dir or "runs/compare-{}-{}-{}-afma{}".format(
         base.dataset, args.compare, base.model.encoder_name, "".join(map(str, depths))))
 
-    def make_run(arch, depth, run_dir):
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+
+    def make_run(arch, depth, seed, run_dir):
         flags = explicit | {"arch": arch, "att_depth": "off" if depth is None else str(depth), "output_dir": str(run_dir)}
-        return new_run(args, flags)
+        return new_run(args, flags if seed is None else flags | {"seed": seed})
 
     identity = base.settings() | {"compare": args.compare, "att_depth": ",".join(map(str, depths))}
+    if seeds is not None:
+        identity |= {"seeds": seeds, "seed": None}
     for key in (*RESUMABLE, "output_dir"):  # where and how it runs, and how long, is no part of what it compares
         identity.pop(key, None)
-    run_comparison(archs, depths, out_dir, make_run, identity)
+    run_comparison(archs, depths, out_dir, make_run, identity, seeds)
     return 0
+
+
+def parse_seeds(value: str) -> list[int]:
+    """--seeds 0,1,2: distinct integers, in the order given."""
+    try:
+        seeds = [int(part) for part in value.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {value!r} is not valid: give distinct integers separated by commas, e.g. 0,1,2")
+    return seeds
 
 
 # ------------------------------------------------------------------------------------------- entry point

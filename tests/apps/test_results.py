@@ -31,6 +31,20 @@ def test_run_draws_its_figures(trained):
     assert_picture(heat_maps[0])
 
 
+def test_run_keeps_each_test_image_confusion_matrix_beside_its_metrics(trained, tiny_camvid):
+    import json
+
+    from utils.engine.evaluate import read_per_image
+
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for split in ("val", "test"):
+        mats = read_per_image(trained, split)
+        assert mats.dtype == np.int64 and mats.shape == (len(list((tiny_camvid / split).iterdir())), 12, 12)
+        assert (mats.sum(0) == np.array(metrics[split]["confusion_matrix"])).all()
+        assert (mats.sum((1, 2)) > 0).all()  # every image counted, none empty
+    assert "per_image_confusion" not in metrics["test"]
+
+
 def test_predict_an_odd_sized_image_at_its_own_size(trained, tiny_camvid, tmp_path, capsys):
     source = cv2.imread(str(sorted((tiny_camvid / "test").iterdir())[0]))
     odd = tmp_path / "odd.jpg"
@@ -79,7 +93,56 @@ def test_compare_writes_the_paired_report(tiny_camvid, tmp_path):
         return [c.strip() for c in rows[row].strip("|").split("|")][miou]
 
     assert cell("baseline") == f"{base:.4f}" and cell("AFMA depth 2") == f"{afma:.4f}"
-    assert cell("difference") == f"{afma - base:+.4f}"
+    # One seed: the difference still comes with its paired bootstrap interval, which brackets it.
+    diff, low, high = parse_interval(cell("difference"))
+    assert diff == pytest.approx(afma - base, abs=1e-4) and low <= diff <= high
+    assert "2000 resamples, numpy seed 0" in report
+
+
+def parse_interval(text):
+    """'+0.0123 [-0.0050, +0.0301] *' -> (0.0123, -0.005, 0.0301)."""
+    diff, rest = text.split(" [")
+    low, high = rest.split("]")[0].split(", ")
+    return float(diff), float(low), float(high)
+
+
+def test_compare_over_seeds_pairs_the_runs_reports_mean_std_and_intervals_and_goes_on(tiny_camvid, tmp_path, capsys):
+    import json
+
+    from utils.engine.evaluate import read_per_image
+    from utils.reporting import stats
+
+    out = tmp_path / "seeds"
+    argv = [*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--compare", "linknet", "--seeds", "0,1",
+            "--output-dir", str(out)]
+    assert main.main(argv) == 0
+    runs = {p.name for p in out.iterdir() if p.is_dir()}
+    assert runs == {f"linknet-{v}-seed{s}" for v in ("baseline", "afma2") for s in (0, 1)}
+    assert [json.loads((out / f"linknet-baseline-seed{s}" / "config.json").read_text())["seed"] for s in (0, 1)] == [0, 1]
+    assert_picture(out / "comparison_linknet.png")
+    report = (out / "comparison.md").read_text()
+    assert report in capsys.readouterr().out  # the printed table is the report
+    header = next(line for line in report.splitlines() if line.startswith("| model |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in report.splitlines() if line.startswith("| ")}
+    miou = columns.index("mIoU")
+    values = [json.loads((out / f"linknet-baseline-seed{s}" / "metrics.json").read_text())["test"]["miou"] for s in (0, 1)]
+    mean, std = stats.mean_std(values)
+    assert rows["baseline"][miou] == f"{mean:.4f} ± {std:.4f}"
+    # The interval is the module's paired bootstrap over the stored per-image matrices of both seeds.
+    want = stats.paired_bootstrap([read_per_image(out / f"linknet-baseline-seed{s}") for s in (0, 1)],
+                                  [read_per_image(out / f"linknet-afma2-seed{s}") for s in (0, 1)])["miou"]
+    assert parse_interval(rows["difference"][miou]) == pytest.approx((want["diff"], want["low"], want["high"]), abs=1e-4)
+    assert rows["difference"][miou].endswith(" *") == stats.excludes_zero(want)
+    # Interrupted: the same command keeps the three finished runs and trains the fourth.
+    (out / "linknet-afma2-seed1" / "metrics.json").unlink()
+    assert main.main(argv) == 0
+    assert capsys.readouterr().out.count("finished earlier, kept") == 3
+    assert (out / "linknet-afma2-seed1" / "metrics.json").is_file()
+    # Other seeds in the same folder are another comparison.
+    assert main.main([*argv[:-4], "--seeds", "0,2", "--output-dir", str(out)]) == 2
+    assert "seeds" in capsys.readouterr().err
 
 
 def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_goes_on(tiny_camvid, tmp_path, capsys):

@@ -78,6 +78,20 @@ def test_plot_comparison(tmp_path):
     assert_valid_png(plot_comparison(study, NAMES, tmp_path / "study.png"))
 
 
+def test_plot_comparison_adds_a_panel_of_differences_with_their_intervals(tmp_path):
+    from utils.reporting.stats import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    mats = rng.integers(0, 30, size=(2, 5, 4, 4))
+    better = mats + 20 * np.eye(4, dtype=np.int64)
+    base, afma = result(0.5, [0.9, 0.2, 0.4]), result(0.6, [0.9, 0.4, 0.5])
+    plain = plot_comparison({"baseline": base, "AFMA depth 2": afma}, NAMES, tmp_path / "plain.png")
+    both = plot_comparison({"baseline": base, "AFMA depth 2": afma}, NAMES, tmp_path / "both.png", small_classes=["pole"],
+                           differences={"AFMA depth 2": paired_bootstrap(mats, better, resamples=50)})
+    assert_valid_png(both)
+    assert cv2.imread(str(both)).shape[0] > 1.5 * cv2.imread(str(plain)).shape[0]  # the second panel is there
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_plot_predictions(tmp_path, n):
     images, targets, preds = zip(*(scene(i) for i in range(n)))

@@ -120,9 +120,14 @@ def table_of(markdown, arch):
     return header, rows
 
 
+def per_seed(results):
+    """compare's runs, one seed: (arch, depth) -> [test result]."""
+    return {key: [value["test"]] for key, value in results.items()}
+
+
 def test_comparison_markdown_has_the_void_ignored_miou_column_after_miou():
     results = {("unet", None): run_result(0.5, 0.6), ("unet", 2): run_result(0.55, 0.675)}
-    markdown = comparison_markdown(results, ["unet"], [None, 2], fake_config(), {})
+    markdown = comparison_markdown(per_seed(results), {("unet", 2): None}, ["unet"], [None, 2], fake_config(), [0])
     header, rows = table_of(markdown, "unet")
     assert header[:6] == ["model", "sky", "car", "mIoU", "mIoU (void ignored)", "global IoU"]
     column = header.index("mIoU (void ignored)")
@@ -135,7 +140,7 @@ def test_comparison_markdown_has_the_void_ignored_miou_column_after_miou():
 
 def test_comparison_markdown_header_names_the_protocols():
     results = {("unet", None): run_result(0.5, 0.6), ("unet", 1): run_result(0.55, 0.65)}
-    markdown = comparison_markdown(results, ["unet"], [None, 1], fake_config(), {})
+    markdown = comparison_markdown(per_seed(results), {("unet", 1): None}, ["unet"], [None, 1], fake_config(), [0])
     paragraph = markdown.split("## unet")[0]
     assert "authors' protocol" in paragraph and "mIoU (void ignored)" in paragraph
     assert "Cityscapes/SegNet" in paragraph
@@ -146,7 +151,8 @@ def test_comparison_rows_of_older_results_and_unlabelled_splits():
     del older["void_ignored"]  # a metrics.json written before the void-ignored block existed
     assert row_values(older, NAMES[:-1])[3] is None
     results = {("unet", None): {"test": {**older, "no_labels": True}}, ("unet", 1): run_result(0.55, 0.65)}
-    header, rows = table_of(comparison_markdown(results, ["unet"], [None, 1], fake_config(), {}), "unet")
+    header, rows = table_of(comparison_markdown(per_seed(results), {("unet", 1): None}, ["unet"], [None, 1],
+                                                   fake_config(), [0]), "unet")
     assert rows[0][1:] == ["no labels"] * (len(header) - 1)
     assert rows[2][header.index("mIoU (void ignored)")] == "-"  # no difference from a baseline without a score
     assert not math.isnan(row_values(run_result(0.55, 0.65)["test"], NAMES[:-1])[3])

@@ -4,6 +4,12 @@ with the same seed, data and settings, and one report.
     python main.py --compare unet                      # baseline vs AFMA at --att-depth
     python main.py --compare unet --att-depth 1,2,3,4  # the depth study: the baseline once, AFMA at each depth
     python main.py --compare all                       # the eight architectures
+    python main.py --compare unet --seeds 0,1,2        # every model once per seed (the same seeds for all)
+
+With --seeds, each model's scores are the mean +- standard deviation over the seeds and each AFMA row's
+difference to the baseline comes with a 95 % paired bootstrap interval over the test images, pooled over the
+seeds (utils/reporting/stats.py), from the per-image confusion matrices each run keeps. Without --seeds the
+one seed of --seed is used, with the interval too.
 
 An interrupted comparison goes on when the same command runs again: finished runs are kept, the unfinished
 one resumes from its last.pt (or starts over if it had none), and the report is written at the end.
@@ -20,10 +26,11 @@ from utils.config import RunConfig
 from utils.data.datasets import DATASETS
 from utils.engine import distributed
 from utils.engine.checkpoint import load_checkpoint
+from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
 from utils.errors import UsageError
 from utils.files import write_atomic, write_json
 from utils.labels import scored_classes
-from utils.reporting import plots
+from utils.reporting import plots, stats
 
 RECORD = "comparison.json"
 
@@ -36,30 +43,61 @@ def variant_label(depth: int | None) -> str:
     return "baseline" if depth is None else f"AFMA depth {depth}"
 
 
-def compare(archs: list[str], depths: list[int], out_dir: Path, make_run: Callable[[str, int | None, Path], RunConfig],
-            settings: dict) -> Path:
+def run_name(arch: str, depth: int | None, seed: int | None) -> str:
+    """The run's folder: ARCH-VARIANT, and -seedS when the comparison was given --seeds."""
+    return f"{arch}-{variant_name(depth)}" + ("" if seed is None else f"-seed{seed}")
+
+
+def compare(archs: list[str], depths: list[int], out_dir: Path,
+            make_run: Callable[[str, int | None, int | None, Path], RunConfig], settings: dict,
+            seeds: list[int] | None = None) -> Path:
     """Train (or reuse, or resume) every run of the comparison and write comparison.md and one plot per arch.
 
-    `make_run(arch, depth, run_dir)` gives a run's checked config; `settings` identify the comparison: a
-    folder holding another comparison's record is refused, naming the first difference.
+    `make_run(arch, depth, seed, run_dir)` gives a run's checked config (seed None: the --seed one); `seeds`
+    (None: just that one) are the same for every model, so the runs pair seed by seed; `settings` identify the
+    comparison: a folder holding another comparison's record is refused, naming the first difference.
     """
     variants = [None, *depths]
-    configs = {(arch, depth): make_run(arch, depth, out_dir / f"{arch}-{variant_name(depth)}")
-               for arch in archs for depth in variants}  # every setting of every run checked before the first one
+    configs = {(arch, depth, seed): make_run(arch, depth, seed, out_dir / run_name(arch, depth, seed))
+               for arch in archs for depth in variants for seed in (seeds or [None])}  # all checked before the first
     for config in configs.values():
         check_model_fits(config)
     claim_folder(out_dir, settings)
-    results = {key: finish(config) for key, config in configs.items()}
+    runs = {key: finish(config) for key, config in configs.items()}
     report = out_dir / "comparison.md"
     if distributed.is_main():
         first = next(iter(configs.values()))
         dataset = DATASETS[first.dataset]
+        results = {(arch, depth): [runs[arch, depth, seed]["test"] for seed in (seeds or [None])]
+                   for arch in archs for depth in variants}
+        paired = {(arch, depth): paired_difference([Path(configs[arch, None, seed].output_dir) for seed in (seeds or [None])],
+                                                   [Path(configs[arch, depth, seed].output_dir) for seed in (seeds or [None])])
+                  for arch in archs for depth in depths}
         for arch in archs:
-            plots.plot_comparison({variant_label(d): results[arch, d]["test"] for d in variants}, list(first.classes),
-                                  out_dir / f"comparison_{arch}.png", small_classes=dataset.small_classes)
-        write_atomic(report, comparison_markdown(results, archs, variants, first, settings))
-        log(f"\nwrote {report}")
+            plots.plot_comparison({variant_label(d): mean_result(results[arch, d]) for d in variants},
+                                  list(first.classes), out_dir / f"comparison_{arch}.png",
+                                  small_classes=dataset.small_classes,
+                                  differences={variant_label(d): paired[arch, d] for d in depths})
+        markdown = comparison_markdown(results, paired, archs, variants, first, seeds or [first.seed])
+        write_atomic(report, markdown)
+        log("\n" + markdown + f"\n\nwrote {report}")
     return report
+
+
+def paired_difference(baseline_runs: list[Path], afma_runs: list[Path]) -> dict | None:
+    """The paired bootstrap of AFMA - baseline over the runs' test images and seeds; None when a run has no
+    per-image confusion matrices (finished before runs kept them)."""
+    if not all((run / PER_IMAGE_FILE).is_file() for run in [*baseline_runs, *afma_runs]):
+        return None
+    return stats.paired_bootstrap([read_per_image(run) for run in baseline_runs],
+                                  [read_per_image(run) for run in afma_runs])
+
+
+def mean_result(results: list[dict]) -> dict:
+    """The mean over seeds of mIoU and of each class's IoU, for the plot."""
+    names = results[0]["per_class_iou"]
+    return {"miou": stats.mean_std([r["miou"] for r in results])[0],
+            "per_class_iou": {n: stats.mean_std([r["per_class_iou"][n] for r in results])[0] for n in names}}
 
 
 def claim_folder(out_dir: Path, settings: dict) -> None:
@@ -104,36 +142,81 @@ def finish(config: RunConfig) -> dict:
     return train(config)
 
 
-def comparison_markdown(results: dict, archs, variants, config: RunConfig, settings: dict) -> str:
-    """Per architecture, one row per model (baseline first), per-class IoU, the means, the small-object scores;
-    below each AFMA row, its difference from the baseline. Every score is the authors' protocol but the column
-    "mIoU (void ignored)" (the Cityscapes/SegNet protocol, utils.metrics.void_ignored_scores)."""
+def comparison_markdown(results: dict, paired: dict, archs, variants, config: RunConfig, seeds: list[int]) -> str:
+    """Per architecture, one row per model (baseline first), per-class IoU, the means, the small-object scores,
+    each the mean +- standard deviation over the seeds when there are several; below each AFMA row, its
+    difference from the baseline: for the class IoUs and both mIoUs the paired bootstrap difference and its
+    95 % interval, "*" where the interval excludes 0; for the rest the difference of the means. Every score
+    is the authors' protocol but the column "mIoU (void ignored)" (the Cityscapes/SegNet protocol,
+    utils.metrics.void_ignored_scores)."""
     dataset = DATASETS[config.dataset]
     names = scored_classes(config.classes)
     columns = [*names, "mIoU", "mIoU (void ignored)", "global IoU", "mean accuracy", "found small", "found medium",
                "found large", "small-object IoU"]
     depths = ", ".join(str(d) for d in variants if d is not None)
+    boot = next((p for p in paired.values() if p), None)
+    interval = (f"Differences: AFMA - baseline on the test images pooled over the seeds, with a "
+                f"{boot['level']:.0%} paired bootstrap interval over the {boot['images']} test images "
+                f"({boot['resamples']} resamples, numpy seed {boot['seed']}; the same resample for both models and "
+                f"every seed); \"*\": the interval excludes 0. Global IoU, mean accuracy and the small-object "
+                f"scores: the difference of the means only." if boot else
+                "Differences: of the means (these runs kept no per-image confusion matrices, so no interval).")
     lines = [f"# Baseline vs AFMA on {config.dataset} ({config.data_dir})", "",
              f"Encoder {config.model.encoder_name}, AFMA at depth {depths}, patch {config.model.patch_size}, "
-             f"{config.epochs} epochs, seed {config.seed}; test split, each model's best epoch by validation mIoU. "
-             f"Every score but \"mIoU (void ignored)\" follows the authors' protocol (every pixel counts: a void "
+             f"{config.epochs} epochs, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} (the same "
+             f"for every model); test split, each model's best epoch by validation mIoU; "
+             + ("mean +- standard deviation over the seeds. " if len(seeds) > 1 else "")
+             + f"Every score but \"mIoU (void ignored)\" follows the authors' protocol (every pixel counts: a void "
              f"pixel predicted as a class is a false positive of it); \"mIoU (void ignored)\" leaves void pixels "
              f"out, as the Cityscapes/SegNet evaluation does (a pixel predicted void is still a miss); \"no labels\": "
              f"a test split without labelled pixels. "
              f"\"found\": objects found (object IoU >= 0.5) by size. Small classes: "
-             f"{', '.join(dataset.small_classes) or 'none'}.", ""]
+             f"{', '.join(dataset.small_classes) or 'none'}. {interval}", ""]
     for arch in archs:
         lines += [f"## {arch}", "", "| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-        base = row_values(results[arch, None]["test"], names)
+        base = seed_means(results[arch, None], names)
         for depth in variants:
-            result = results[arch, depth]["test"]
-            values = row_values(result, names)
-            cells = ["no labels"] * len(values) if result.get("no_labels") else [cell(v) for v in values]
+            runs = results[arch, depth]
+            rows = [row_values(result, names) for result in runs]
+            if all(result.get("no_labels") for result in runs):
+                cells = ["no labels"] * len(columns)
+            else:
+                cells = [mean_std_cell([row[i] for row in rows]) for i in range(len(columns))]
             lines.append(f"| {variant_label(depth)} | " + " | ".join(cells) + " |")
             if depth is not None:
-                lines.append("| difference | " + " | ".join(difference(b, v) for b, v in zip(base, values)) + " |")
+                means = seed_means(runs, names)
+                diffs = [difference(b, v) for b, v in zip(base, means)]
+                if paired[arch, depth]:
+                    p = paired[arch, depth]
+                    entries = [*({key: p["per_class_iou"][key][i] for key in ("diff", "low", "high")}
+                                 for i in range(len(names))), p["miou"], p["void_ignored_miou"]]
+                    diffs[:len(entries)] = [interval_cell(entry) for entry in entries]
+                lines.append("| difference | " + " | ".join(diffs) + " |")
         lines += ["", f"![{arch}](comparison_{arch}.png)", ""]
     return "\n".join(lines)
+
+
+def seed_means(results: list[dict], names) -> list:
+    rows = [row_values(result, names) for result in results]
+    return [stats.mean_std([row[i] for row in rows])[0] for i in range(len(rows[0]))]
+
+
+def mean_std_cell(values) -> str:
+    """One value as before; several seeds' values as mean +- std ("-" where undefined)."""
+    if len(values) == 1:
+        return cell(values[0])
+    mean, std = stats.mean_std(values)
+    if mean != mean:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if std == std else f"{mean:.4f}"
+
+
+def interval_cell(entry: dict) -> str:
+    """+0.0123 [-0.0050, +0.0301], with * where the interval excludes 0."""
+    if entry["diff"] != entry["diff"]:
+        return "-"
+    mark = " *" if stats.excludes_zero(entry) else ""
+    return f"{entry['diff']:+.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}]{mark}"
 
 
 def row_values(result: dict, names) -> list:

@@ -26,7 +26,7 @@ from utils.data.transforms import Normalizer, build_transforms
 from utils.engine import distributed
 from utils.engine.checkpoint import CheckpointSaver, load_checkpoint, load_model_state
 from utils.engine.device import autocast_dtype, setup_device
-from utils.engine.evaluate import evaluate
+from utils.engine.evaluate import evaluate, write_per_image
 from utils.engine.seeding import rng_state, set_rng_state
 from utils.engine.train import train_one_epoch
 from utils.errors import Interrupted, NonFiniteLoss, Terminated, UsageError
@@ -130,8 +130,9 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         best = load_checkpoint(run_dir / "best.pt", map_location=device)
         load_model_state(model, best, run_dir / "best.pt")
         results = {split: evaluate(net, criterion, loaders[split], normalizer, config.classes, amp_dtype,
-                                   small_objects=True, desc=f"{split} (best epoch {best['epoch']})")
+                                   small_objects=True, per_image=True, desc=f"{split} (best epoch {best['epoch']})")
                    for split in ("val", "test")}
+        per_image = {split: result.pop("per_image_confusion") for split, result in results.items()}
     except (KeyboardInterrupt, Terminated) as stop:
         raise interrupted(run_dir, stop, saver.last_epoch or (state["epoch"] if state else None)) from None
     finally:
@@ -141,6 +142,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
 
     if distributed.is_main():
         summary = {"epochs": config.epochs, "best_epoch": best["epoch"], "scale": config.model.scale}
+        write_per_image(run_dir, per_image)  # before metrics.json, which marks the run finished
         write_json(run_dir / "metrics.json", {**results, "run": summary, "earlier": earlier})
         log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config.classes))
         draw_run_figures(run_dir, model, splits["test"], normalizer, history, results, config, FIGURE_IMAGES)

@@ -100,18 +100,53 @@ def plot_per_class_iou(results, class_names, path, small_classes=None):
     return _save(fig, path)
 
 
-def plot_comparison(variants, class_names, path, small_classes=None):
+def plot_comparison(variants, class_names, path, small_classes=None, differences=None):
     """Per-class IoU of several models side by side, the first one (the baseline) the reference.
 
     variants: {label: result}, e.g. {"baseline": ..., "AFMA depth 2": ...}; the title states each mIoU change.
+    differences: {label: utils.reporting.stats.paired_bootstrap result or None}: a second panel shows each
+    AFMA model's per-class difference to the baseline with its bootstrap interval as an error bar.
     """
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(class_names)), 5))
+    shown = {label: d for label, d in (differences or {}).items() if d}
+    width = max(8, 0.9 * len(class_names))
+    fig, axes = plt.subplots(2 if shown else 1, 1, figsize=(width, 9 if shown else 5), squeeze=False)
+    ax = axes[0, 0]
     series = {f"{label} (mIoU {r['miou']:.4f})": _ious(r, class_names) for label, r in variants.items()}
     _grouped_bars(ax, series, class_names, small_classes)
     (base_label, base), *others = variants.items()
     changes = ", ".join(f"{label} {r['miou'] - base['miou']:+.4f}" for label, r in others)
     ax.set_title(f"Per-class IoU against the {base_label} (mIoU change: {changes})")
+    if shown:
+        _difference_bars(axes[1, 0], shown, class_names, small_classes)
     return _save(fig, path)
+
+
+def _difference_bars(ax, differences, class_names, small_classes):
+    """Per class, each model's IoU difference to the baseline and its bootstrap interval (error bars)."""
+    names = scored_classes(class_names)
+    x = np.arange(len(names))
+    width = 0.8 / len(differences)
+    for i, (label, d) in enumerate(differences.items()):
+        diff, low, high = (np.asarray(d["per_class_iou"][key], dtype=float) for key in ("diff", "low", "high"))
+        ax.bar(x + (i - (len(differences) - 1) / 2) * width, diff, width,
+               yerr=np.nan_to_num(np.stack([diff - low, high - diff])), capsize=3,
+               label=f"{label} (mIoU {d['miou']['diff']:+.4f} [{d['miou']['low']:+.4f}, {d['miou']['high']:+.4f}])")
+    ax.axhline(0, color="black", linewidth=0.8)
+    small = set(small_classes or ())
+    for i, name in enumerate(names):
+        if name in small:
+            ax.axvspan(i - 0.45, i + 0.45, color=SMALL_COLOUR, alpha=0.08, zorder=0)
+    ax.set_xticks(x, names, rotation=35, ha="right")
+    for tick, name in zip(ax.get_xticklabels(), names):
+        if name in small:
+            tick.set_color(SMALL_COLOUR)
+            tick.set_fontweight("bold")
+    first = next(iter(differences.values()))
+    ax.set(ylabel="IoU difference to the baseline", xlim=(-0.6, len(names) - 0.4),
+           title=f"AFMA - baseline per class, {first['level']:.0%} paired bootstrap interval over "
+                 f"{first['images']} test images x {first['seeds']} seed(s) ({first['resamples']} resamples)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
 
 
 def colorize(mask, palette):
