@@ -201,3 +201,15 @@ def test_a_long_run_can_be_watched_curves_each_epoch_and_tensorboard_when_instal
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "2", "--output-dir", str(tmp_path / "run")]) == 0
     assert drawn[:2] == [1, 2]  # redrawn after each epoch, while the run goes on
     assert ("val_miou", 1) in scalars and ("train_loss", 2) in scalars
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--seeds", "0,1"], ["--seeds goes with --compare"]),
+    (["--compare", "unet", "--seeds", "0,x"], ["--seeds '0,x' is not valid", "distinct integers"]),
+    (["--compare", "unet", "--seeds", "1,1"], ["--seeds '1,1' is not valid"]),
+])
+def test_bad_seeds_are_one_error_line_before_anything_runs(argv, words, tmp_path, capsys):
+    assert main.main([*argv, "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and all(w in err[0] for w in words)
+    assert not (tmp_path / "out").exists()
