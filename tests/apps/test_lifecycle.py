@@ -89,7 +89,8 @@ def test_checkpoint_evaluation_takes_the_trained_scale_and_honours_an_explicit_o
                       "--scale", "0.25", "--output-dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation"]["scale"] == 0.25 and metrics["evaluation"]["trained_scale"] == 0.125
-    assert sum(map(sum, metrics["val"]["confusion_matrix"])) == 2 * 160 * 256  # 640x960 at 0.25, multiples of 32
+    # the 640x960 crop at 0.25 is 160x240 of frame, padded to 160x256 (a multiple of 32): only the frame is scored
+    assert sum(map(sum, metrics["val"]["confusion_matrix"])) == 2 * 160 * 240
     assert "trained at scale 0.125" in capsys.readouterr().out
 
 
