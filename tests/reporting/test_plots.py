@@ -64,6 +64,12 @@ def test_plot_history_writes_png_in_new_folder(tmp_path):
     assert_valid_png(path)
 
 
+def test_plot_history_of_a_val_split_without_labels(tmp_path):
+    """Every val mIoU NaN (a split without labelled pixels): the curves are drawn, no best epoch is marked."""
+    history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "val_miou": float("nan"), "lr": 1e-4} for e in (1, 2)]
+    assert_valid_png(plot_history(history, tmp_path / "curves.png"))
+
+
 def test_plot_per_class_iou_with_small_classes(tmp_path):
     results = {"val": result(0.6, [0.9, 0.3, 0.6]), "test": result(0.55, [0.85, 0.25, float("nan")])}
     assert_valid_png(plot_per_class_iou(results, NAMES, tmp_path / "iou.png", small_classes=["pole"]))

@@ -50,7 +50,7 @@ def plot_history(history, path):
     ax_loss.legend()
     epochs, values = _series(history, "val_miou")
     ax_miou.plot(epochs, values, marker=".", color="tab:green", label="validation mIoU")
-    if values:
+    if values and not np.isnan(values).all():  # a val split without labels has no best to mark
         best = int(np.nanargmax(values))
         ax_miou.scatter([epochs[best]], [values[best]], color="tab:red", zorder=3,
                         label=f"best {values[best]:.4f} (epoch {epochs[best]})")
