@@ -372,3 +372,19 @@ def test_importing_the_project_asks_no_server_for_anything():
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_lits_normalisation_gives_the_released_input_of_the_clipped_hu():
+    """Normalizer(LiTS.normalisation(mean, std)) of the uint8 slice == (HU/255 - mean)/std of the dequantised
+    HU (float64 literal), and that HU is within half a 500/255 step of the clipped slice."""
+    from utils.data.transforms import Normalizer
+    hu = np.linspace(-400, 400, 3 * 11 * 13).reshape(11, 13, 3)
+    low, high = LiTS.HU_WINDOW
+    u8 = np.rint((np.clip(hu, low, high) - low) / (high - low) * 255).astype(np.uint8)
+    dequantised = low + (high - low) * u8.astype(np.float64) / 255
+    assert np.abs(dequantised - np.clip(hu, low, high)).max() <= (high - low) / 255 / 2 + 1e-9
+    mean, std = np.array(MEAN), np.array(STD)
+    want = (dequantised / 255 - mean) / std
+    got = Normalizer(*LiTS.normalisation(MEAN, STD), "cpu")(torch.from_numpy(u8).permute(2, 0, 1)[None])
+    assert np.allclose(got[0].permute(1, 2, 0).double().numpy(), want, atol=1e-5)
+    assert CamVid.normalisation(MEAN, STD) == (MEAN, STD)

@@ -116,6 +116,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def num_classes(self):
         return len(self.classes)
 
+    @classmethod
+    def normalisation(cls, mean, std):
+        """The (mean, std) that `Normalizer`'s (x/255 - mean)/std of this data set's uint8 images needs to give
+        the encoder the input the released code gave it; for photographs the encoder's own."""
+        return tuple(mean), tuple(std)
+
     def find_pairs(self):
         """Return the sorted (image_path, label_path) list of this split."""
         raise NotImplementedError
@@ -398,7 +404,10 @@ class LiTS(SegmentationDataset):
     """LiTS liver CT as 2-D .npy slices: images in HU, masks 0 background/1 liver/2 tumour.
 
     Slices are windowed to [-250, 250] HU (the abdominal window) and turned into 3-channel
-    uint8 so the RGB pipeline and ImageNet encoders apply unchanged.
+    uint8 so the RGB pipeline and ImageNet encoders apply unchanged. The released code fed the encoder
+    (HU/255 - mean)/std of the clipped float HU; `normalisation` gives the (mean, std) under which the
+    Normalizer's (u/255 - mean')/std' of the uint8 u is exactly that of HU = -250 + 500 u/255 (the slice
+    quantised to 500/255 HU steps, the one difference left).
     """
 
     name = "lits"
@@ -409,6 +418,14 @@ class LiTS(SegmentationDataset):
     image_suffixes = (".npy",)
     HU_WINDOW = (-250.0, 250.0)
     STORED_TO_CLASS = np.array([2, 0, 1])  # stored 0/1/2 -> background/liver/tumour indices
+
+    @classmethod
+    def normalisation(cls, mean, std):
+        # (HU/255 - m)/s with HU = low + (high - low) u/255 is u (high - low)/(255^2 s) + (low/255 - m)/s,
+        # i.e. (u/255 - m')/s' with s' = 255 s/(high - low) and m' = (255 m - low)/(high - low).
+        low, high = cls.HU_WINDOW
+        return (tuple((255 * m - low) / (high - low) for m in mean),
+                tuple(255 * s / (high - low) for s in std))
 
     def find_pairs(self):
         hint = (f"LiTS needs {self.split}/images/*.npy and {self.split}/masks/*.npy "
