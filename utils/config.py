@@ -144,6 +144,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
                 print(f"warning: {error}; --allow-random-init: training from random initialisation instead")
             weights = None
             mean, std = normalisation(s["encoder"], None)
+        mean, std = dataset.normalisation(mean, std)  # LiTS: the encoder's preprocessing of HU values, as released
         spec = ModelSpec(arch=s["arch"], encoder_name=s["encoder"], classes=tuple(dataset.classes), att_depth=depth,
                          patch_size=s["patch_size"], dataset=s["dataset"], scale=s["scale"],
                          train_size=network_size(dataset.train_size, s["scale"]),
