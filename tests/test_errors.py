@@ -91,6 +91,8 @@ def test_patch_that_cannot_fit_is_refused_before_any_memory_is_allocated(tiny_ca
     ("--dataset", "kitti", ["--dataset 'kitti'", "cityscapes"]),
     ("--att-depth", "7", ["--att-depth '7'", "off"]),
     ("--epochs", "0", ["--epochs 0"]),
+    ("--milestones", "0,5", ["--milestones '0,5'", "1 or more"]),
+    ("--milestones", "-3", ["--milestones '-3'", "1 or more"]),
     ("--device", "cuda:0" if not torch.cuda.is_available() else "tpu", ["--device"]),
 ])
 def test_unknown_settings(tiny_camvid, tmp_path, capsys, option, value, words):
