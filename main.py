@@ -105,6 +105,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
                         "val and test splits (the model and its scale come from the file; metrics.json into "
                         "--output-dir if given); with --predict, the model to use")
     action.add_argument("--predict", metavar="PATH", help="segment an image or a folder of images (needs --checkpoint)")
+    action.add_argument("--overwrite", action="store_true", help="with --predict: replace existing outputs")
     action.add_argument("--compare", metavar="ARCH", help=f"train the baseline and AFMA of ARCH ({', '.join(ARCHITECTURES)}"
                         ", or all) with the same seed and data, and report both")
     action.add_argument("--seeds", metavar="S,S,...", help="with --compare: train every model once per seed (the "
@@ -208,7 +209,7 @@ def run(args, explicit) -> int:
         if "scale" in explicit:
             check_scale(explicit["scale"])
         written = predict(Path(args.predict), Path(args.checkpoint), explicit.get("output_dir") or None,
-                          resolve_device(explicit.get("device", DEVICE)), explicit.get("scale"))
+                          resolve_device(explicit.get("device", DEVICE)), explicit.get("scale"), args.overwrite)
         print(f"wrote {len(written)} files to {written[0].parent}" if written else "nothing to write")
         return 0
     if args.checkpoint:

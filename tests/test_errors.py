@@ -91,6 +91,8 @@ def test_patch_that_cannot_fit_is_refused_before_any_memory_is_allocated(tiny_ca
     ("--dataset", "kitti", ["--dataset 'kitti'", "cityscapes"]),
     ("--att-depth", "7", ["--att-depth '7'", "off"]),
     ("--epochs", "0", ["--epochs 0"]),
+    ("--milestones", "0,5", ["--milestones '0,5'", "1 or more"]),
+    ("--milestones", "-3", ["--milestones '-3'", "1 or more"]),
     ("--device", "cuda:0" if not torch.cuda.is_available() else "tpu", ["--device"]),
 ])
 def test_unknown_settings(tiny_camvid, tmp_path, capsys, option, value, words):
@@ -211,3 +213,46 @@ def test_predict_refuses_contradicting_flags_and_bad_scales(trained, tiny_camvid
 def test_compare_checks_every_model_against_its_crops_before_training(tiny_camvid, tmp_path, capsys):
     message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--compare", "all")
     assert message.startswith("error: pan:") and "for its decoder" in message and "--scale" in message
+
+
+def test_a_checkpoint_with_a_nonsense_model_spec_is_one_line(trained, tiny_camvid, tmp_path, capsys):
+    state = torch.load(trained / "best.pt", weights_only=True)
+    state["model_spec"]["classes"] = []
+    torch.save(state, trained / "nonsense.pt")
+    for argv in (["--data-dir", tiny_camvid, "--checkpoint", trained / "nonsense.pt"],
+                 ["--predict", first(tiny_camvid, "test"), "--checkpoint", trained / "nonsense.pt"]):
+        message = fails(capsys, tmp_path / "out", *argv)
+        assert "nonsense.pt" in message and "classes" in message
+
+
+def test_deeplabv3_with_batches_of_one_is_refused_before_the_run_folder(tiny_camvid, tmp_path, capsys):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--arch", "deeplabv3", "--batch-size", 1,
+                    "--epochs", 1)
+    assert "--batch-size 2" in message
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(tiny_camvid, tmp_path,
+                                                                                        monkeypatch, capsys):
+    import errno
+
+    import utils.engine.checkpoint as checkpoints
+
+    run = tmp_path / "run"
+    real, calls = checkpoints.torch.save, []
+
+    def save(state, file):
+        calls.append(state["epoch"])
+        if len(calls) > 2:  # epoch 1's best.pt and last.pt are written; the next write finds the disk full
+            file.write(b"part of a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(state, file)
+
+    monkeypatch.setattr(checkpoints.torch, "save", save)
+    argv = [*FAST, "--data-dir", str(tiny_camvid), "--epochs", "2", "--save-every", "0", "--output-dir", str(run)]
+    assert main.main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "Traceback" not in err
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 1
+    assert not list(run.glob(".*.tmp"))

@@ -216,9 +216,12 @@ def parse_depths(value) -> list[int]:
 
 def parse_milestones(value) -> tuple[int, ...]:
     try:
-        return tuple(sorted(int(m) for m in str(value).replace(" ", "").split(",") if m))
+        milestones = tuple(sorted(int(m) for m in str(value).replace(" ", "").split(",") if m))
     except ValueError:
         raise UsageError(f"--milestones {value!r} is not valid: give epochs separated by commas, e.g. 400,500") from None
+    if milestones and milestones[0] < 1:  # 0 would halve the rate from the first epoch on, silently
+        raise UsageError(f"--milestones {value!r}: milestones are epochs, 1 or more (the rate halves after them)")
+    return milestones
 
 
 def parse_workers(value, device: str) -> int:

@@ -50,6 +50,14 @@ def write_atomic(path: Path | str, content: bytes | str | Callable[[IO[bytes]], 
     return path
 
 
+def remove_partial_writes(folder: Path | str) -> list[Path]:
+    """The temporary files of writes a kill cut short (`.NAME.*.tmp` beside NAME): a run removes them as it starts."""
+    leftovers = sorted(Path(folder).glob(".*.tmp"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
+
+
 def json_safe(value):
     """NaN and infinities become null: strict JSON readers refuse them, and 'no value' is what they mean."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -74,3 +74,56 @@ def test_a_file_the_data_set_cannot_read_is_refused(tmp_path):
     with pytest.raises(DataError, match="notes.txt"):
         predict(tmp_path / "notes.txt", path, str(tmp_path / "out"), "cpu")
     assert not (tmp_path / "out").exists()
+
+
+def camvid_checkpoint(tmp_path):
+    return checkpoint(tmp_path, "camvid", ["a", "b"], 0.125, (64, 64), (64, 64))
+
+
+def test_existing_outputs_are_replaced_only_when_told(tmp_path):
+    path = camvid_checkpoint(tmp_path)
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo_mask.png").write_bytes(b"another model's prediction")
+    with pytest.raises(DataError, match="photo_mask.png exists.*--overwrite"):
+        predict(image, path, str(out), scale=0.5)
+    assert (out / "photo_mask.png").read_bytes() == b"another model's prediction"
+    written = predict(image, path, str(out), scale=0.5, overwrite=True)
+    assert [file.name for file in written] == ["photo_mask.png", "photo_overlay.png", "photo_labels.png"]
+    assert cv2.imread(str(out / "photo_labels.png"), cv2.IMREAD_UNCHANGED).shape == (40, 40)
+
+
+def test_a_failed_write_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    import utils.files
+
+    path = camvid_checkpoint(tmp_path)
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 90, np.uint8))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(utils.files.os, "fsync", full_disk)
+    with pytest.raises(DataError, match=r"photo_mask.png cannot be written \(No space left on device\)"):
+        predict(image, path, str(tmp_path / "out"), scale=0.5)
+    assert list((tmp_path / "out").iterdir()) == []  # no half-written file, no temporary left
+
+
+def test_a_one_pixel_image_is_one_error_and_inputs_are_streamed(tmp_path, monkeypatch):
+    import utils.apps.predict as predicting
+
+    path = camvid_checkpoint(tmp_path)
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((40, 40, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "b.png"), np.full((1, 1, 3), 90, np.uint8))
+    order, read = [], predicting.read_input
+    monkeypatch.setattr(predicting, "read_input", lambda file, dataset: order.append(file.name) or read(file, dataset))
+    monkeypatch.setattr(predicting, "write_png", lambda target, picture: order.append(target.name) or target)
+    with pytest.raises(DataError, match=r"b.png: 1x1 pixels is too small to segment"):
+        predict(folder, path, str(tmp_path / "out"))
+    assert order == ["a.png", "a_mask.png", "a_overlay.png", "a_labels.png", "b.png"]

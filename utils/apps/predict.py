@@ -17,44 +17,65 @@ from utils.data.datasets import DATASETS, SegmentationDataset
 from utils.data.transforms import Normalizer, build_transforms
 from utils.engine.checkpoint import load_model
 from utils.errors import DataError
+from utils.files import write_atomic
 from utils.reporting.plots import colorize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def predict(path: Path, checkpoint: Path, output_dir: str | None, device: str = "cpu",
-            scale: float | None = None) -> list[Path]:
+            scale: float | None = None, overwrite: bool = False) -> list[Path]:
     """Write <name>_mask.png (colours), <name>_overlay.png and <name>_labels.png (class indices) per input.
 
     The checkpoint's spec gives the architecture, classes, data set, normalisation and scale (`scale`
-    overrides the last). Every input is read before the first file is written.
+    overrides the last). The inputs are streamed (read one, write its files, then the next: a folder of large
+    images needs the memory of one); every file is written atomically and checked; existing outputs are replaced
+    only with `overwrite`.
     """
     model, _ = load_model(checkpoint)
     spec = model.spec if scale is None else model.spec.replace(scale=scale)
     dataset = DATASETS[spec.dataset]
     files = input_files(path, dataset)
-    images = {file: read_input(file, dataset) for file in files}
+    out_dir = Path(output_dir) if output_dir else Path(checkpoint).parent / "predictions"
+    names = output_names(files)
+    targets = [[out_dir / f"{name}_{suffix}.png" for suffix in ("mask", "overlay", "labels")] for name in names]
+    existing = [target for group in targets for target in group if target.exists()]
+    if existing and not overwrite:
+        raise DataError(f"{existing[0]} exists ({len(existing)} of the outputs do): pass --overwrite to replace them, "
+                        f"or choose another --output-dir")
     model.to(device).eval()
     transform = build_transforms(dataset, "predict", spec.scale)
     normalizer = Normalizer(spec.mean, spec.std, device)
-    out_dir = Path(output_dir) if output_dir else Path(checkpoint).parent / "predictions"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"--output-dir {out_dir} cannot be created ({error.strerror}): choose a folder you can "
                         f"write") from None
     written = []
-    for file, name in zip(files, output_names(files)):
-        image = images[file]
-        labels = segment(model, transform, normalizer, image)
+    for file, (mask, overlay_path, labels_path) in zip(files, targets):
+        image = read_input(file, dataset)
+        try:
+            labels = segment(model, transform, normalizer, image)
+        except cv2.error:  # the resize to a size of 0 pixels
+            raise DataError(f"{file}: {image.shape[1]}x{image.shape[0]} pixels is too small to segment at scale "
+                            f"{spec.scale}") from None
         colours = colorize(labels, dataset.palette)
         overlay = cv2.addWeighted(image, 0.5, colours, 0.5, 0)
-        for suffix, picture in (("mask", colours), ("overlay", overlay)):
-            written.append(out_dir / f"{name}_{suffix}.png")
-            cv2.imwrite(str(written[-1]), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-        written.append(out_dir / f"{name}_labels.png")
-        cv2.imwrite(str(written[-1]), labels.astype(np.uint8))
+        written += [write_png(mask, cv2.cvtColor(colours, cv2.COLOR_RGB2BGR)),
+                    write_png(overlay_path, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)),
+                    write_png(labels_path, labels.astype(np.uint8))]
     return written
+
+
+def write_png(path: Path, picture: np.ndarray) -> Path:
+    """cv2.imwrite reports a failed write only by returning False: encode, then write atomically, and say so."""
+    ok, encoded = cv2.imencode(".png", picture)
+    if not ok:
+        raise DataError(f"{path} cannot be encoded as PNG")
+    try:
+        return write_atomic(path, encoded.tobytes())
+    except OSError as error:
+        raise DataError(f"{path} cannot be written ({error.strerror}): nothing more was written") from None
 
 
 @torch.inference_mode()

@@ -5,9 +5,12 @@ Everything that can be wrong with the settings or the data fails before the run 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import math
+import os
 import platform
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ from utils.engine.evaluate import evaluate, write_per_image
 from utils.engine.seeding import rng_state, set_rng_state
 from utils.engine.train import train_one_epoch
 from utils.errors import Interrupted, NonFiniteLoss, Terminated, UsageError
-from utils.files import write_csv, write_json
+from utils.files import remove_partial_writes, write_csv, write_json
 from utils.losses import AFMALoss
 from utils.reporting import plots
 from utils.reporting.run_figures import draw_run_figures
@@ -59,6 +62,10 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     splits = load_splits(config, ("train", "val", "test"))
     check_sizes(model, splits, config)
     run_dir = resume.run_dir if resume else prepare_run_dir(config)
+    if resume:
+        problem = distributed.broadcast_object(claim_problem(run_dir, "--resume") if distributed.is_main() else None)
+        if problem:
+            raise UsageError(problem)
     config = config.replace(output_dir=str(run_dir))
 
     model.to(device)
@@ -73,7 +80,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                                   persistent=split != "test")  # the test split is read once, at the end
                for split, data in splits.items()}
     normalizer = Normalizer(config.model.mean, config.model.std, device)
-    start_epoch, best_miou, history, earlier = 1, -1.0, [], []
+    start_epoch, best_miou, best_epoch, history, earlier = 1, -1.0, None, [], []
     if state:
         load_model_state(model, state, run_dir / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
@@ -81,10 +88,13 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, best_miou, history = state["epoch"] + 1, state["best_miou"], state["history"]
+        best_epoch = state.get("best_epoch")
+        note_newer_best(run_dir, state["epoch"])
         earlier = state.get("earlier_metrics", []) + finished_metrics(run_dir, state["epoch"])
         set_rng_state(state["rng"][min(distributed.rank(), len(state["rng"]) - 1)])
         log(f"resuming {run_dir} after epoch {state['epoch']} of {config.epochs} (best val mIoU so far {best_miou:.4f})")
     if distributed.is_main():
+        remove_partial_writes(run_dir)  # a killed write's temporary file (a checkpoint's: hundreds of MB)
         write_json(run_dir / "config.json", describe_run(config, device))
     net = wrap(model, device, config.compile)
     saver = CheckpointSaver(run_dir, config.save_every, enabled=distributed.is_main())
@@ -107,6 +117,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
             # A val split without labels (mIoU NaN, warned about) keeps the latest epoch as best.pt.
             improved = val["miou"] > best_miou or (best_miou < 0 and math.isnan(val["miou"]))
             best_miou = max(best_miou, val["miou"]) if not math.isnan(val["miou"]) else best_miou
+            best_epoch = epoch if improved else best_epoch
             log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
                 f"val mIoU {val['miou']:.4f}{' (best)' if improved else ''}")
             rngs = gather_rng_states()  # every rank takes part, whether or not last.pt is written now
@@ -114,7 +125,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                 "model": model.state_dict(), "model_spec": config.model.to_dict(), "config": config.to_dict(),
                 "epoch": epoch, "best_miou": best_miou, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                "history": history, "rng": rngs, "earlier_metrics": earlier})
+                "history": history, "rng": rngs, "earlier_metrics": earlier, "best_epoch": best_epoch})
             if distributed.is_main():
                 write_csv(run_dir / "history.csv", history)
                 if board:
@@ -147,6 +158,17 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config.classes))
         draw_run_figures(run_dir, model, splits["test"], normalizer, history, results, config, FIGURE_IMAGES)
     return results
+
+
+def note_newer_best(run_dir: Path, last_epoch: int) -> None:
+    """A kill between best.pt and last.pt leaves a best.pt of an epoch after last.pt's: it is trained again, and
+    best.pt rewritten when it improves again (always, on the CPU with a fixed seed)."""
+    path = run_dir / "best.pt"
+    if path.is_file():
+        epoch = load_checkpoint(path)["epoch"]
+        if epoch > last_epoch:
+            log(f"note: {path} holds epoch {epoch}, after last.pt's epoch {last_epoch} (stopped between the two "
+                f"writes): epochs {last_epoch + 1}..{epoch} are trained again")
 
 
 def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
@@ -190,6 +212,11 @@ def check_sizes(model, splits: dict, config: RunConfig) -> None:
     """Every split's network input must suit the model: say so now, with the flag that fixes it."""
     for split, data in splits.items():
         check_size(model, split, data[0][0].shape[-2:], config)
+    # DeepLabV3's image pooling batch-normalises a 1x1 map: a training batch of one image has one value per channel.
+    per_process = math.ceil(len(splits["train"]) / distributed.world_size())
+    if config.model.arch.startswith("deeplabv3") and min(config.batch_size, per_process) < 2:
+        raise UsageError(f"--arch {config.model.arch} trains on batches of 2 or more images (its image pooling is "
+                         f"batch-normalised): give --batch-size 2 or more")
 
 
 def check_size(model, split: str, size, config: RunConfig) -> None:
@@ -213,20 +240,66 @@ def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
     run_dir = Path(distributed.broadcast_object(config.output_dir or run_dir_name(config)))
     problem = None
     if distributed.is_main():
-        if training and stopped_before_first_checkpoint(run_dir):
-            log(f"{run_dir} holds a run stopped before its first checkpoint: starting it again there")
-        elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            problem = f"--output-dir {run_dir} is not an empty folder: choose a new one" + (
-                f", or continue that run with --resume {run_dir}" if training and (run_dir / "last.pt").exists() else "")
+        if run_dir.exists() and not run_dir.is_dir():
+            problem = f"--output-dir {run_dir} is a file, not a folder: choose a new one"
         else:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 problem = f"--output-dir {run_dir} cannot be created ({error.strerror}): choose a folder you can write"
+        fresh = not problem and not (run_dir / CLAIM).exists()
+        problem = problem or claim_problem(run_dir, "--output-dir")  # before looking inside: another run may be filling it
+        if not problem:
+            if training and stopped_before_first_checkpoint(run_dir):
+                log(f"{run_dir} holds a run stopped before its first checkpoint: starting it again there")
+            elif any(path.name != CLAIM for path in run_dir.iterdir()):
+                problem = f"--output-dir {run_dir} is not an empty folder: choose a new one" + (
+                    f", or continue that run with --resume {run_dir}" if training and (run_dir / "last.pt").exists() else "")
+                release_claim(run_dir, remove=fresh)  # a folder this run did not create keeps no trace of it
     problem = distributed.broadcast_object(problem)  # every rank stops, none waits for the others
     if problem:
         raise UsageError(problem)
     return run_dir
+
+
+CLAIM = ".lock"  # RUN/.lock: flock-ed by the run's rank 0 for the run's life; holds "PID host" of its owner
+_claims: dict[Path, object] = {}  # the claims this process holds, by folder
+
+
+def claim_problem(run_dir: Path, flag: str) -> str | None:
+    """Claim `run_dir` for this run (for this process's life; a second claim by it is a no-op), or say why not.
+
+    The kernel drops an flock when its process dies, however it dies: a dead run's claim never blocks a --resume.
+    """
+    run_dir = run_dir.resolve()
+    if run_dir in _claims:
+        return None
+    try:
+        file = open(run_dir / CLAIM, "a+")
+    except OSError as error:
+        return f"{flag} {run_dir} cannot be written ({error.strerror}): choose a folder you can write"
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        file.seek(0)
+        owner = file.read().split() or ["?", "?"]
+        file.close()
+        return (f"{run_dir} is in use by another run (PID {owner[0]} on {owner[-1]}): wait until it ends, or choose "
+                f"another folder")
+    file.seek(0)
+    file.truncate()
+    file.write(f"{os.getpid()} {socket.gethostname()}\n")
+    file.flush()
+    _claims[run_dir] = file
+    return None
+
+
+def release_claim(run_dir: Path, remove: bool = False) -> None:
+    file = _claims.pop(run_dir.resolve(), None)
+    if file is not None:
+        if remove:
+            (run_dir / CLAIM).unlink(missing_ok=True)
+        file.close()
 
 
 def stopped_before_first_checkpoint(run_dir: Path) -> bool:

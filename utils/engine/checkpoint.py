@@ -6,6 +6,8 @@
   best score, every rank's random generators). Written after the first epoch, after the last, and otherwise
   once `save_every` minutes have passed since the previous one (0: after every epoch), so that a 300 MB
   write does not stall every short epoch. A kill loses the epochs since the last write of last.pt.
+When both are due, best.pt is written first, so that the pair is consistent at every instant (a SIGKILL between
+any two writes included): last.pt never names a best epoch that best.pt does not hold.
 Both load with `torch.load(..., weights_only=True)`: tensors and plain containers only.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from models import ModelSpec, build_model
+from models import ModelSpec, build_model, check_spec
 from utils.errors import CheckpointError
 from utils.files import write_atomic
 from utils.signals import deferred_stops
@@ -48,18 +50,27 @@ class CheckpointSaver:
             return written
         with deferred_stops():  # a Ctrl-C or SIGTERM waits until both files and last_epoch are up to date
             full = state()
-            if due:  # last.pt first: a run stopped between the two writes can always be resumed
-                written.append(save(full, self.last_path))
-                self.last_write, self.last_epoch = self.clock(), epoch
+            # best.pt before last.pt: last.pt records the best epoch, so it must never get ahead of best.pt. A kill
+            # between the two leaves a best.pt newer than last.pt, which the resumed run writes again when it trains
+            # that epoch again (the same weights on the CPU with a fixed seed); the other order lost the new best.
             if improved:
                 best = {key: full[key] for key in ("model", "model_spec", "config", "epoch")}
                 written.append(save(best | {"val_miou": full["history"][-1]["val_miou"]}, self.best_path))
+            if due:
+                written.append(save(full, self.last_path))
+                self.last_write, self.last_epoch = self.clock(), epoch
         return written
 
 
 def save(state: dict, path: Path) -> Path:
-    """torch.save, atomically: a kill at any moment leaves the previous file intact."""
-    return write_atomic(path, lambda file: torch.save(state, file))
+    """torch.save, atomically: a kill at any moment leaves the previous file intact; so does a failed write (a full
+    disk: OSError 28, or torch's RuntimeError from its zip writer), which is one CheckpointError."""
+    try:
+        return write_atomic(path, lambda file: torch.save(state, file))
+    except (OSError, RuntimeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path} cannot be written ({reason}): the checkpoints written before are kept; free "
+                              f"space and continue with --resume {Path(path).parent}") from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -85,7 +96,9 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 def checkpoint_spec(state: dict, path: Path) -> ModelSpec:
     try:
-        return ModelSpec.from_dict(state["model_spec"])
+        spec = ModelSpec.from_dict(state["model_spec"])
+        check_spec(spec)  # right keys, nonsense values (classes=0): a SettingError, a ValueError
+        return spec
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a model spec this version cannot read ({error})") from None
 

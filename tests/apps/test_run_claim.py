@@ -1,0 +1,55 @@
+"""A run folder belongs to one run from its creation: a second run there is refused, naming the owner; a dead
+run's claim does not block --resume."""
+import subprocess
+import sys
+
+import main
+from tests.conftest import FAST
+
+HOLD = """
+import fcntl, sys
+file = open(sys.argv[1], "a+")
+fcntl.flock(file, fcntl.LOCK_EX)
+file.truncate(0); file.write("4242 otherhost\\n"); file.flush()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_claim(run):
+    """Another process that owns `run` (as a run started at the same moment would) until its stdin closes."""
+    run.mkdir(exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run / ".lock")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_run_in_a_claimed_folder_is_refused_naming_the_owner(tiny_camvid, tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = hold_claim(run)
+    try:
+        assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is in use by another run (PID 4242 on otherhost)" in err and str(run) in err
+        assert sorted(path.name for path in run.iterdir()) == [".lock"]  # nothing of the refused run
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
+def test_a_dead_runs_claim_does_not_block_resume_but_a_live_one_does(tiny_camvid, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 0
+    import utils.apps.train as training
+
+    training.release_claim(run)  # as if that run's process had ended
+    holder = hold_claim(run)
+    try:
+        assert main.main(["--resume", str(run), "--epochs", "2"]) == 2
+        assert "PID 4242 on otherhost" in capsys.readouterr().err
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    # The holder is dead; its "4242 otherhost" is still in the file, and blocks nothing.
+    assert main.main(["--resume", str(run), "--epochs", "2"]) == 0
