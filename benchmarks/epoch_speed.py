@@ -74,7 +74,8 @@ def parse_args(argv=None):
     parser.add_argument("--train", type=int, default=96, help="training frames")
     parser.add_argument("--val", type=int, default=24, help="validation frames")
     parser.add_argument("--test", type=int, default=6, help="test frames")
-    parser.add_argument("--frame-size", type=int, nargs=2, default=[960, 720], metavar=("W", "H"))
+    parser.add_argument("--frame-size", type=int, nargs=2, default=[960, 720], metavar=("W", "H"),
+                        help="the written frames (main.py trains on CamVid frames of 960x720 only)")
     parser.add_argument("--source", choices=("sample", "synthetic"), default="sample",
                         help="copies of the bundled sample's frames, or generated ones")
     parser.add_argument("--epochs", type=int, default=4)

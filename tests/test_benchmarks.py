@@ -154,7 +154,8 @@ def test_afma_speed_refuses_amp_on_cpu(tmp_path):
 # ------------------------------------------------------------------------------------------- epoch_speed
 def test_make_dataset_writes_camvid_frames(tmp_path):
     counts = {"train": 3, "val": 2, "test": 1}
-    description = epoch_speed.make_dataset(tmp_path / "synthetic", counts, (96, 72), "synthetic")
+    # CamVid frames are 960x720 (main.py refuses others).
+    description = epoch_speed.make_dataset(tmp_path / "synthetic", counts, (960, 720), "synthetic")
     assert "generated" in description
     for split, count in counts.items():
         data = CamVid(tmp_path / "synthetic", split)
@@ -162,7 +163,7 @@ def test_make_dataset_writes_camvid_frames(tmp_path):
         data.validate()  # pairs, sizes and label values 0..11 as main.py checks them
     label = cv2.imread(str(tmp_path / "synthetic" / "trainannot" / "train_00000.png"), cv2.IMREAD_UNCHANGED)
     image = cv2.imread(str(tmp_path / "synthetic" / "train" / "train_00000.png"))
-    assert label.shape == (72, 96) and image.shape == (72, 96, 3)
+    assert label.shape == (720, 960) and image.shape == (720, 960, 3)
     assert len(np.unique(label)) >= 4 and label.max() <= 11  # structured, not one flat class
     # The bundled sample's frames, resized to another frame size.
     assert "bundled sample" in epoch_speed.make_dataset(tmp_path / "sample", {"train": 2}, (96, 72))

@@ -33,13 +33,15 @@ def seen_sizes(monkeypatch):
     return sizes
 
 
-def test_a_resizing_data_set_feeds_the_network_its_evaluation_size(tmp_path, monkeypatch):
+def test_skin_lesions_are_pre_resized_as_the_data_set_is(tmp_path, monkeypatch):
     path = checkpoint(tmp_path, "skinlesion", ("lesion", "background"), 1 / 6, (192, 192), (192, 192))
     photo = tmp_path / "photo.jpg"
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8))
     sizes = seen_sizes(monkeypatch)
     written = predict(photo, path, str(tmp_path / "out"), "cpu")
-    assert sizes == [(32, 32)]  # 192 x 1/6, as validation resizes it; not the photo shrunk by the scale
+    # The data set's pre-resize to 192x256, x 1/6: 32x43, padded to 32x64 (multiples of 32); not the photo shrunk by
+    # the scale, and without the evaluation's centre crop (every pixel of the photo gets a label).
+    assert sizes == [(32, 64)]
     labels = cv2.imread(str(tmp_path / "out" / "photo_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (300, 451) and set(np.unique(labels)) <= {0, 1} and len(written) == 3
 
