@@ -213,6 +213,8 @@ def check_sizes(model, splits: dict, config: RunConfig) -> None:
     for split, data in splits.items():
         check_size(model, split, data[0][0].shape[-2:], config)
     # DeepLabV3's image pooling batch-normalises a 1x1 map: a training batch of one image has one value per channel.
+    if "train" not in splits:  # evaluating a checkpoint: no training batches
+        return
     per_process = math.ceil(len(splits["train"]) / distributed.world_size())
     if config.model.arch.startswith("deeplabv3") and min(config.batch_size, per_process) < 2:
         raise UsageError(f"--arch {config.model.arch} trains on batches of 2 or more images (its image pooling is "
