@@ -109,7 +109,8 @@ def plot_comparison(variants, class_names, path, small_classes=None, differences
     """
     shown = {label: d for label, d in (differences or {}).items() if d}
     width = max(8, 0.9 * len(class_names))
-    fig, axes = plt.subplots(2 if shown else 1, 1, figsize=(width, 9 if shown else 5), squeeze=False)
+    fig, axes = plt.subplots(2 if shown else 1, 1, figsize=(width, 10 if shown else 5), squeeze=False,
+                             layout="constrained")  # the rotated class names clear the second title
     ax = axes[0, 0]
     series = {f"{label} (mIoU {r['miou']:.4f})": _ious(r, class_names) for label, r in variants.items()}
     _grouped_bars(ax, series, class_names, small_classes)
