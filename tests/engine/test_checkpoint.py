@@ -43,7 +43,7 @@ def test_saver_writes_last_after_the_first_epoch_then_every_n_minutes_and_at_the
 
 def test_saver_writes_best_only_when_improved_and_every_epoch_with_zero_minutes(tmp_path):
     saver = CheckpointSaver(tmp_path, save_every_minutes=0)
-    assert [p.name for p in saver.after_epoch(1, False, True, fake_state(1, 0.3))] == ["last.pt", "best.pt"]
+    assert [p.name for p in saver.after_epoch(1, False, True, fake_state(1, 0.3))] == ["best.pt", "last.pt"]  # best first: last.pt names its epoch
     assert saver.last_epoch == 1
     assert [p.name for p in saver.after_epoch(2, False, False, fake_state(2, 0.2))] == ["last.pt"]
     best = torch.load(tmp_path / "best.pt", weights_only=True)
