@@ -73,19 +73,11 @@ def _grouped_bars(ax, series, class_names, small_classes):
     width = 0.8 / len(series)
     for i, (label, ious) in enumerate(series.items()):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, ious, width, label=label)
-    small = set(small_classes or ())
-    for i, name in enumerate(names):
-        if name in small:
-            ax.axvspan(i - 0.45, i + 0.45, color=SMALL_COLOUR, alpha=0.08, zorder=0)
-    ax.set_xticks(x, names, rotation=35, ha="right")
-    for tick, name in zip(ax.get_xticklabels(), names):
-        if name in small:
-            tick.set_color(SMALL_COLOUR)
-            tick.set_fontweight("bold")
+    _mark_small_classes(ax, x, names, small_classes)
     ax.set(ylabel="IoU", ylim=(0, 1.05), xlim=(-0.6, len(names) - 0.4))
     ax.grid(axis="y", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    if small:
+    if set(small_classes or ()):
         handles.append(Patch(color=SMALL_COLOUR, alpha=0.25))
         labels.append("small / thin class")
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
@@ -133,15 +125,7 @@ def _difference_bars(ax, differences, class_names, small_classes):
                yerr=np.nan_to_num(np.stack([diff - low, high - diff])), capsize=3,
                label=f"{label} (mIoU {d['miou']['diff']:+.4f} [{d['miou']['low']:+.4f}, {d['miou']['high']:+.4f}])")
     ax.axhline(0, color="black", linewidth=0.8)
-    small = set(small_classes or ())
-    for i, name in enumerate(names):
-        if name in small:
-            ax.axvspan(i - 0.45, i + 0.45, color=SMALL_COLOUR, alpha=0.08, zorder=0)
-    ax.set_xticks(x, names, rotation=35, ha="right")
-    for tick, name in zip(ax.get_xticklabels(), names):
-        if name in small:
-            tick.set_color(SMALL_COLOUR)
-            tick.set_fontweight("bold")
+    _mark_small_classes(ax, x, names, small_classes)
     first = next(iter(differences.values()))
     ax.set(ylabel="IoU difference to the baseline", xlim=(-0.6, len(names) - 0.4),
            title=f"AFMA - baseline per class, {first['level']:.0%} paired bootstrap interval over "
@@ -224,3 +208,16 @@ def plot_attention(image, heatmap, class_name, path):
     for ax in (ax_img, ax_att):
         ax.axis("off")
     return _save(fig, path)
+
+
+def _mark_small_classes(ax, x, names, small_classes):
+    """Class names as x ticks; the small classes' in red and bold, over a light band."""
+    small = set(small_classes or ())
+    for i, name in enumerate(names):
+        if name in small:
+            ax.axvspan(i - 0.45, i + 0.45, color=SMALL_COLOUR, alpha=0.08, zorder=0)
+    ax.set_xticks(x, names, rotation=35, ha="right")
+    for tick, name in zip(ax.get_xticklabels(), names):
+        if name in small:
+            tick.set_color(SMALL_COLOUR)
+            tick.set_fontweight("bold")
