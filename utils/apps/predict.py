@@ -1,7 +1,8 @@
 """--predict PATH --checkpoint FILE: segment images of any size as the model was evaluated.
 
 Each input goes through its data set's evaluation pipeline (utils/data/transforms.py, split "predict": the
-resize of the resizing data sets, the scale of the others, the same normalisation), is padded to the nearest
+evaluation pipeline without its crop, i.e. the data set's pre-resize if it has one, the scale, the same
+normalisation), is padded to the nearest
 size the model takes, and its prediction is cropped and resized back to the input's own size.
 """
 from __future__ import annotations
