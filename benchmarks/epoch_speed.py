@@ -14,8 +14,9 @@ Run it from the repository root. In one run:
    and TF32 on CUDA, autocast with --amp, torch.compile with --compile), the pure time of one training step
    (utils.engine.train.train_step on a fixed uint8 batch: Normalizer, forward, AFMALoss, backward, Adam) at the
    training crop and of one validation batch (utils.engine.evaluate.eval_step: forward, loss, argmax, confusion
-   counts) at the evaluation crop, on the engine main.py sets up (utils.engine.setup.prepare), are measured: the median of --steps steps after --warmup, each synchronised before and after (robust to a few slow
-   steps on a shared machine).
+   counts) at the evaluation crop, on the engine main.py sets up (utils.engine.setup.prepare), are measured: the
+   median of --steps steps after --warmup, each synchronised before and after (robust to a few slow steps on a
+   shared machine).
 
 Per epoch: wall = history.csv's `seconds` (training and validation of that epoch, from the first batch
 requested to the validation's last); compute = train images / batch x training step + val images / batch x
