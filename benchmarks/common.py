@@ -1,15 +1,14 @@
-"""What the benchmarks measure the same way: main.py's training and evaluation steps, their timing with device
-synchronisation, inputs as main.py's loader delivers them, and the CPU's peak step memory.
+"""What the benchmarks measure the same way: main.py's training and evaluation steps on a fixed batch, their
+timing with device synchronisation, inputs as main.py's loader delivers them, and the CPU's peak step memory.
 
-The steps are `utils.engine.train.train_step` (what `train_one_epoch` runs per batch) and the body of
-`utils.engine.evaluate.evaluate` for one batch, without the loader: a uint8 (B, 3, H, W) image batch and a
-uint8 (B, H, W) label batch on the host (pinned on CUDA, as the loader pins them) go through
-`utils.data.transforms.Normalizer` (the host-to-device copy, / 255, mean and std, channels_last on CUDA) and
-`.long()` on every step, exactly as in main.py.
+The steps are main.py's own, `utils.engine.train.train_step` (what `train_one_epoch` runs per batch) and
+`utils.engine.evaluate.eval_step` (what `evaluate` runs per batch), on the engine of `utils.engine.setup.prepare`,
+without the loader: each is timed repeated (functools.partial) on a uint8 (B, 3, H, W) image batch and a uint8 (B, H, W)
+label batch on the host (pinned on CUDA, as the loader pins them), so that every step pays the host-to-device
+copy, the normalisation and `.long()` as main.py's do.
 """
 from __future__ import annotations
 
-import functools
 import os
 import platform
 import shlex
@@ -18,9 +17,6 @@ import sys
 import time
 
 import torch
-
-from utils.engine.train import train_step as engine_train_step
-from utils.metrics import ConfusionMatrix
 
 MIB = 2**20
 
@@ -39,32 +35,6 @@ def host_batch(batch: int, size: tuple[int, int], classes: int, device: torch.de
     if device.type == "cuda":
         images, labels = images.pin_memory(), labels.pin_memory()
     return images, labels
-
-
-def train_step(model, criterion, optimizer, normalizer, images, labels, amp_dtype=None, scaler=None):
-    """main.py's training step (utils.engine.train.train_step, what train_one_epoch runs per batch) on a fixed
-    host batch, as a closure (returns the loss, left on the device)."""
-    return functools.partial(engine_train_step, model, criterion, optimizer, normalizer, images, labels, amp_dtype,
-                             scaler)
-
-
-def eval_step(model, criterion, normalizer, images, labels, classes: int, amp_dtype=None):
-    """One batch of `evaluate` (forward, loss, argmax, confusion counts; no object-size scores), as a closure."""
-    device = normalizer.device
-    confusion = ConfusionMatrix(classes, device)
-    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-
-    @torch.inference_mode()
-    def step():
-        x, target = normalizer(images), labels.to(device, non_blocking=True).long()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(x)
-            loss = criterion(output, target)
-        loss_sum.add_(torch.stack([loss.double() * len(x), loss_sum.new_tensor(len(x))]))
-        confusion.update(target, output[0].argmax(1))
-        return loss
-
-    return step
 
 
 def seconds_per_step(step, device: torch.device, steps: int, warmup: int) -> float:
@@ -96,10 +66,9 @@ def median_step_seconds(step, device: torch.device, steps: int, warmup: int) -> 
 
 
 def prepare_model(model, device: torch.device, channels_last: bool, compile_model: bool = False):
-    """The model on the device as main.py places it (channels_last on CUDA); optionally torch.compile'd."""
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    """The model on the device in the layout asked for (main.py's: channels_last on CUDA, utils.engine.setup);
+    optionally torch.compile'd."""
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return torch.compile(model) if compile_model else model
 
 

@@ -13,16 +13,17 @@ Run it from the repository root. In one run:
 3. On a fresh model of the same spec, batch size and input sizes, on the same device and settings (channels_last
    and TF32 on CUDA, autocast with --amp, torch.compile with --compile), the pure time of one training step
    (utils.engine.train.train_step on a fixed uint8 batch: Normalizer, forward, AFMALoss, backward, Adam) at the
-   training crop and of one validation batch (forward, loss, argmax, confusion counts) at the evaluation crop are
-   measured: the median of --steps steps after --warmup, each synchronised before and after (robust to a few slow
-   steps on a shared machine).
+   training crop and of one validation batch (utils.engine.evaluate.eval_step: forward, loss, argmax, confusion
+   counts) at the evaluation crop, on the engine main.py sets up (utils.engine.setup.prepare), are measured: the
+   median of --steps steps after --warmup, each synchronised before and after (robust to a few slow steps on a
+   shared machine).
 
 Per epoch: wall = history.csv's `seconds` (training and validation of that epoch, from the first batch
 requested to the validation's last); compute = train images / batch x training step + val images / batch x
 validation batch; efficiency = compute / wall, i.e. how busy the loop keeps the model (1 - efficiency is data
-loading, host syncs, progress bars, start-up of each loader pass). cycle = from the start of the epoch's training
-to the start of the next epoch's (the last: to the reload of best.pt before the test), so it adds what happens
-between epochs (checkpoint writes, history.csv, curves.png). Epoch 1 also pays for cuDNN autotuning and the
+loading, host syncs, progress bars, start-up of each loader pass). cycle = from the line main.py prints after the
+previous epoch's validation to the one after this epoch's (none for epoch 1), so it adds what happens between
+epochs (checkpoint writes, history.csv, curves.png). Epoch 1 also pays for cuDNN autotuning and the
 loader workers' start. On the CPU the compute dominates and the efficiency mostly shows per-epoch overhead.
 
 GPU target (CUDA machine with >= 8 cores, default settings, UNet-ResNet34 AFMA, batch 4, --scale 1.0):
@@ -34,7 +35,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
+import io
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -47,19 +51,19 @@ import numpy as np
 import torch
 
 import main as main_py
-from benchmarks.common import command_line, device_name, eval_step, host_batch, median_step_seconds, prepare_model, \
-    train_step
+from benchmarks.common import command_line, device_name, host_batch, median_step_seconds
 from models import build_model
 from tools.make_sample import make_scene
 from utils.config import RunConfig, resolve_device
-from utils.data.transforms import Normalizer
+from utils.data.datasets import SPLITS
 from utils.engine.device import autocast_dtype, setup_device
+from utils.engine.evaluate import Tally, eval_step
+from utils.engine.setup import prepare
+from utils.engine.train import train_step
 from utils.errors import UsageError
-from utils.losses import AFMALoss
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "dataset" / "camvid"
-SPLITS = ("train", "val", "test")
 TARGET = {"efficiency": 0.85, "from_epoch": 2}
 SYNTHETIC_FRAMES = 6
 # main.py flags passed through when given (default: main.py's own).
@@ -166,33 +170,27 @@ def make_dataset(root: Path, counts: dict, frame_size=(960, 720), source: str = 
 
 
 # ------------------------------------------------------------------------------------------------ the run
-@contextlib.contextmanager
-def epoch_clock():
-    """Record when each epoch's training starts, and when best.pt is reloaded after the last epoch, by wrapping
-    the names utils.apps.train calls (the loop itself is untouched). Yields (starts, end)."""
-    from utils.apps import train as app
+class EpochClock(io.TextIOBase):
+    """main.py's stdout during the run: passes everything through and records when each "epoch k/N: ..." line,
+    which main.py prints after epoch k's validation, is written (so the loop itself is neither touched nor
+    patched)."""
 
-    starts, end = [], []
-    names = ("train_one_epoch", "load_checkpoint")
-    if not all(hasattr(app, name) for name in names):  # the loop changed: no cycle times
-        yield starts, end
-        return
-    real_train, real_load = app.train_one_epoch, app.load_checkpoint
+    LINE = re.compile(r"epoch \d+/\d+: ")
 
-    def timed_train(*args, **kwargs):
-        starts.append(time.perf_counter())
-        return real_train(*args, **kwargs)
+    def __init__(self, out):
+        self.out, self.times = out, []
 
-    def timed_load(*args, **kwargs):
-        if starts and not end:
-            end.append(time.perf_counter())
-        return real_load(*args, **kwargs)
+    def write(self, text: str) -> int:
+        if self.LINE.match(text):
+            self.times.append(time.perf_counter())
+        return self.out.write(text)
 
-    app.train_one_epoch, app.load_checkpoint = timed_train, timed_load
-    try:
-        yield starts, end
-    finally:
-        app.train_one_epoch, app.load_checkpoint = real_train, real_load
+    def flush(self) -> None:
+        self.out.flush()
+
+    def cycles(self) -> list[float | None]:
+        """Per epoch, the seconds since the previous epoch's line (None for the first)."""
+        return [None] + [b - a for a, b in zip(self.times, self.times[1:])]
 
 
 def main_argv(args, data_dir: Path, run_dir: Path) -> list[str]:
@@ -215,20 +213,18 @@ def pure_compute(config: RunConfig, steps: int, warmup: int) -> tuple[float, flo
     spec = config.model
     classes = len(spec.classes)
     model = build_model(encoder_weights=None, **spec.to_dict())
-    net = prepare_model(model, device, device.type == "cuda", config.compile)
-    amp_dtype = autocast_dtype(device, config.amp)
-    criterion = AFMALoss(config.class_weights).to(device)
+    engine = prepare(model, device, config.amp, config.class_weights)
+    net = torch.compile(model) if config.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    normalizer = Normalizer(spec.mean, spec.std, device)
     model.train()
     images, labels = host_batch(config.batch_size, spec.train_size, classes, device)
-    train = median_step_seconds(train_step(net, criterion, optimizer, normalizer, images, labels, amp_dtype, scaler),
-                                device, steps, warmup)
+    train = median_step_seconds(functools.partial(train_step, net, engine, optimizer, images, labels), device, steps,
+                                warmup)
     model.eval()
     images, labels = host_batch(config.batch_size, spec.eval_size, classes, device, seed=1)
-    evaluate = median_step_seconds(eval_step(net, criterion, normalizer, images, labels, classes, amp_dtype),
-                                   device, steps, warmup)
+    tally = Tally(spec.classes, device)  # what evaluate() sums, never read here
+    evaluate = median_step_seconds(functools.partial(eval_step, net, engine, images, labels, tally), device, steps,
+                                   warmup)
     return train, evaluate
 
 
@@ -265,7 +261,7 @@ def report(args, argv, config, history, cycles, times, description, generated_s,
         "|---|---|---|---|---|---|",
     ]
     efficiencies = []
-    for row, cycle in zip(history, cycles + [None] * (len(history) - len(cycles))):
+    for row, cycle in zip(history, cycles + [None] * (len(history) - len(cycles))):  # None: not measured
         wall = float(row["seconds"])
         efficiencies.append(compute / wall)
         lines.append(f"| {row['epoch']} | {wall:.2f} | {compute:.2f} | {compute / wall:.2f} | "
@@ -296,7 +292,8 @@ def main(argv=None) -> str:
         run_dir = tmp_root / "run"
         run_argv = main_argv(args, tmp_root / "camvid", run_dir)
         print(f"python main.py {' '.join(run_argv)}", file=sys.stderr, flush=True)
-        with epoch_clock() as (starts, end):
+        clock = EpochClock(sys.stdout)
+        with contextlib.redirect_stdout(clock):
             started = time.perf_counter()
             code = main_py.main(run_argv)
             total_s = time.perf_counter() - started
@@ -305,10 +302,8 @@ def main(argv=None) -> str:
         config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         with (run_dir / "history.csv").open() as file:
             history = list(csv.DictReader(file))
-        marks = starts + end
-        cycles = [b - a for a, b in zip(marks, marks[1:])]
         times = pure_compute(config, args.steps, args.warmup)
-        table = report(args, argv, config, history, cycles, times, description, generated_s, total_s)
+        table = report(args, argv, config, history, clock.cycles(), times, description, generated_s, total_s)
     finally:
         torch.set_num_threads(threads)
         if args.keep:

@@ -10,8 +10,8 @@ Run it from the repository root. One step is main.py's training step (utils.engi
 train_one_epoch runs for each batch, without the loader): a uint8 image batch and uint8 labels on the host
 (pinned on CUDA) go through utils.data.transforms.Normalizer (copy to the device, / 255, mean / std,
 channels_last on CUDA) and .long(); forward under autocast (--amp), AFMALoss (the NLL alone for the baseline),
-zero_grad, backward (scaled by a GradScaler when AMP runs in fp16) and an Adam step. The model is placed as
-main.py places it: channels_last on CUDA (--no-channels-last to compare), TF32 for float32 on CUDA unless
+zero_grad, backward (scaled by a GradScaler when AMP runs in fp16) and an Adam step, on the engine main.py sets up
+(utils.engine.setup.prepare): channels_last on CUDA (--no-channels-last to compare), TF32 for float32 on CUDA unless
 --no-tf32, cudnn.benchmark on (utils.engine.device.setup_device), torch.compile with --compile. The baseline and
 AFMA of one architecture start from the same weights and see the same batch.
 
@@ -28,6 +28,7 @@ GPU targets (480x640, channels_last, all 8 architectures, batch 4 and 16, fp32 a
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import sys
 from dataclasses import dataclass
@@ -36,12 +37,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import MIB, command_line, cpu_peak_memory, device_name, host_batch, prepare_model, \
-    seconds_per_step, synchronize, train_step
+from benchmarks.common import MIB, command_line, cpu_peak_memory, device_name, host_batch, seconds_per_step, \
+    synchronize
 from models import ARCHITECTURES, build_model
-from utils.data.transforms import Normalizer
 from utils.engine.device import autocast_dtype, setup_device
-from utils.losses import AFMALoss
+from utils.engine.setup import prepare
+from utils.engine.train import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 # AFMA / baseline step time, per attention depth.
@@ -117,14 +118,11 @@ def measure(args, arch, depth, init, batch, device, dtype, cpu_memory=True) -> R
     model = build_model(arch, args.encoder, None, args.classes, depth, args.patch_size)
     model.net.load_state_dict(init)
     model.train()
-    net = prepare_model(model, device, args.channels_last, args.compile)
-    criterion = AFMALoss().to(device)
+    engine = prepare(model, device, amp=dtype is not None, channels_last=args.channels_last)  # dtype: precisions()
+    net = torch.compile(model) if args.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    normalizer = Normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), device)
-    normalizer.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     images, labels = host_batch(batch, tuple(args.size), args.classes, device)
-    step = train_step(net, criterion, optimizer, normalizer, images, labels, dtype, scaler)
+    step = functools.partial(train_step, net, engine, optimizer, images, labels)
     for _ in range(args.warmup):
         step()
     synchronize(device)

@@ -14,13 +14,13 @@ import segmentation_models_pytorch as smp
 from .afma import AFMA, FactoredAttention, gold_afma, modify_output, patch_attention
 from .architectures import ARCHITECTURES, create_smp_model, feature_stride
 from .hub import hub_access, hub_host
-from .segmentation import AFMASegmentationModel
-from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError
+from .segmentation import SegmentationModel
+from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError, variant_name
 
 __all__ = [
-    "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "AFMASegmentationModel", "FactoredAttention", "ModelSpec",
+    "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "FactoredAttention", "ModelSpec", "SegmentationModel",
     "SettingError", "WeightsUnavailable", "build_model", "gold_afma", "modify_output", "normalisation",
-    "patch_attention",
+    "patch_attention", "variant_name",
 ]
 
 ATTENTION_DEPTHS = (1, 2, 3, 4, 5)
@@ -38,7 +38,7 @@ def build_model(
     att_depth: int | None = 2,
     patch_size: int = 10,
     **inputs,
-) -> AFMASegmentationModel:
+) -> SegmentationModel:
     """An AFMA model (or, with att_depth None, the plain SMP baseline) for one of the eight architectures.
 
     `classes` is a count or the class names (the last is unlabelled / background). `inputs` are the other
@@ -58,7 +58,7 @@ def build_model(
             raise SettingError("att_depth", att_depth, f"{arch} with encoder {encoder_name} has "
                                f"{'empty' if att_depth < len(channels) else 'no'} features at that depth; "
                                f"choose one of {tuple(usable)}")
-    return AFMASegmentationModel(net, spec, ARCHITECTURES[arch].min_size)
+    return SegmentationModel(net, spec, ARCHITECTURES[arch].min_size)
 
 
 def check_spec(spec: ModelSpec) -> None:

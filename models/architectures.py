@@ -4,6 +4,7 @@ Adding an architecture is one entry here; the AFMA wrapper in `segmentation.py` 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +14,15 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 
+ENCODER_STRIDE = 32  # the total stride of an SMP encoder's five undilated stages
+
+
 @dataclass(frozen=True)
 class Architecture:
     smp_name: str  # the name smp.create_model() knows
     settings: dict[str, Any] = field(default_factory=dict)  # keyword arguments beyond SMP's defaults
     min_size: int = 1  # the smallest input height/width the decoder can take
-    output_stride: int = 32  # the encoder's total stride (dilated encoders stop at 8)
+    output_stride: int = ENCODER_STRIDE  # the encoder's total stride (dilated encoders stop at 8)
     # The authors' dilation (torchvision's replace_stride_with_dilation): the first block of each dilated stage
     # keeps the previous stage's dilation. SMP's output_stride dilates every block of the stage alike.
     first_block_keeps_dilation: bool = False
@@ -43,6 +47,10 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+# A network input divisible by this suits every architecture (each model's size_divisor is its output stride).
+INPUT_MULTIPLE = math.lcm(*(architecture.output_stride for architecture in ARCHITECTURES.values()))
+
+
 def feature_stride(arch: str, depth: int) -> int:
     """The stride of the encoder feature at `depth`: 2**depth, until a dilated encoder stops at its output stride."""
     return min(2**depth, ARCHITECTURES[arch].output_stride)
@@ -50,16 +58,14 @@ def feature_stride(arch: str, depth: int) -> int:
 
 def create_smp_model(arch: str, encoder_name: str, encoder_weights: str | None, classes: int) -> smp.base.SegmentationModel:
     """The plain SMP model for `arch`, logits out (no activation): the AFMA-off baseline."""
-    spec = ARCHITECTURES[arch]
-    model = smp.create_model(
-        spec.smp_name, encoder_name=encoder_name, encoder_weights=encoder_weights, classes=classes, **spec.settings
-    )
-    if spec.first_block_keeps_dilation:
+    architecture = ARCHITECTURES[arch]
+    model = smp.create_model(architecture.smp_name, encoder_name=encoder_name, encoder_weights=encoder_weights,
+                             classes=classes, **architecture.settings)
+    if architecture.first_block_keeps_dilation:
         keep_previous_dilation(model.encoder)
-    if spec.head_kernel_size is not None:
+    if (kernel := architecture.head_kernel_size) is not None:
         conv = model.segmentation_head[0]
-        model.segmentation_head[0] = nn.Conv2d(conv.in_channels, conv.out_channels, spec.head_kernel_size,
-                                               padding=spec.head_kernel_size // 2)
+        model.segmentation_head[0] = nn.Conv2d(conv.in_channels, conv.out_channels, kernel, padding=kernel // 2)
         initialize_head(model.segmentation_head)  # SMP's initialisation of the head it replaces
     return model
 

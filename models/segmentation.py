@@ -11,8 +11,9 @@ from .architectures import feature_stride
 from .spec import ModelSpec
 
 
-class AFMASegmentationModel(nn.Module):
-    """An SMP segmentation model with Across Feature Map Attention at encoder depth `att_depth`.
+class SegmentationModel(nn.Module):
+    """An SMP segmentation model with Across Feature Map Attention at encoder depth `att_depth`, or without
+    (att_depth None: the plain baseline), behind one interface.
 
     forward(x) -> (logits, attention): the head's logits (after its upsampling, before any activation),
     corrected as z * (1 + R); attention is a `FactoredAttention` (`.dense()` gives the (B, C, Li, Lf) AFMA),

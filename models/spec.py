@@ -51,6 +51,11 @@ class ModelSpec:
         return dataclasses.replace(self, **changes)
 
 
+def variant_name(att_depth: int | None) -> str:
+    """The model's short name in run folders: "baseline" for the plain SMP model, else afmaD."""
+    return "baseline" if att_depth is None else f"afma{att_depth}"
+
+
 class SettingError(ValueError):
     """A model setting that cannot work. `option` is the keyword (the command line maps it to its flag)."""
 

@@ -16,6 +16,7 @@ Runs in well under two minutes on one GPU (most of it in the three main.py runs)
 """
 import copy
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ import torch
 import main
 from models import build_model
 from tests.conftest import FAST, ROOT
-from utils.data.transforms import Normalizer
+from utils.engine.setup import prepare
 from utils.engine.train import train_one_epoch
 from utils.losses import AFMALoss
 
@@ -146,18 +147,18 @@ def test_afma_loss_in_an_fp16_autocast_block_is_float32(exact_float32):
 
 
 def test_fp16_grad_scaler_training_steps():
-    model = tiny_model().cuda().to(memory_format=torch.channels_last)
-    criterion = AFMALoss().cuda()
+    model = tiny_model()
+    # fp16 with its GradScaler even where the device has bf16 (which prepare would choose for --amp).
+    engine = dataclasses.replace(prepare(model, torch.device("cuda")), amp_dtype=torch.float16,
+                                 scaler=torch.amp.GradScaler("cuda"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler("cuda")
-    normalizer = Normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "cuda")
     generator = torch.Generator().manual_seed(0)
     loader = [(torch.randint(0, 256, (2, 3, *SIZE), dtype=torch.uint8, generator=generator),
                torch.randint(0, CLASSES, (2, *SIZE), dtype=torch.uint8, generator=generator)) for _ in range(4)]
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    loss = train_one_epoch(model, criterion, optimizer, loader, normalizer, 1, torch.float16, scaler)
+    loss = train_one_epoch(model, engine, optimizer, loader, 1)
     assert loss > 0 and torch.isfinite(torch.tensor(loss))
-    assert 0 < scaler.get_scale() <= 2.0**16  # an overflowing step halves the scale and is skipped
+    assert 0 < engine.scaler.get_scale() <= 2.0**16  # an overflowing step halves the scale and is skipped
     assert all(torch.isfinite(p).all() for p in model.parameters())
     changed = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])]
     assert "afma.transform.0.weight" in changed and len(changed) > len(before) // 2  # the steps were taken

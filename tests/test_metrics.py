@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from utils.engine.evaluate import evaluate
+from utils.engine.setup import Engine
 from utils.files import write_json
 from utils.metrics import ConfusionMatrix, SmallObjectMeter, labelled_pixels, object_overlaps, \
     scores_from_confusion, void_ignored_scores
@@ -230,7 +231,8 @@ def run_evaluate(targets, desc, batch_sizes=None):
     batches = targets.split(batch_sizes or len(targets))
     loader = [(torch.zeros(len(t), 3, *t.shape[1:]), t) for t in batches]
     criterion = lambda output, target: torch.nn.functional.cross_entropy(output[0], target)  # noqa: E731
-    return evaluate(Constant(0, 3), criterion, loader, Identity(), ROAD, desc=desc)
+    return evaluate(Constant(0, 3), Engine(torch.device("cpu"), None, criterion, Identity(), None), loader, ROAD,
+                    desc=desc)
 
 
 # the constant model's logits are (1, 0, 0) everywhere: cross-entropy log(e + 2) - 1 on road, log(e + 2) elsewhere

@@ -13,14 +13,18 @@ Usage: python tools/make_sample.py [--out dataset/camvid] [--seed 0]
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's packages
+
+from utils.data.datasets import SPLITS  # noqa: E402
+
 HEIGHT, WIDTH = 720, 960
 IMAGES_PER_SPLIT = 6
-SPLITS = ("train", "val", "test")
 (SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST,
  UNLABELLED) = range(12)
 NUM_CLASSES = 12

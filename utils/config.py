@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from models import ATTENTION_DEPTHS, ModelSpec, SettingError, WeightsUnavailable, check_spec, normalisation
+from models import ATTENTION_DEPTHS, ModelSpec, SettingError, WeightsUnavailable, check_spec, normalisation, variant_name
 from utils.data.datasets import DATASETS
 from utils.data.transforms import network_size
 from utils.engine import distributed
@@ -284,5 +284,5 @@ def check_checkpoint_flags(spec: ModelSpec, explicit: dict, path: Path) -> None:
 def run_dir_name(config: RunConfig) -> str:
     m = config.model
     return "runs/{}-{}-{}-{}-{}".format(m.dataset, m.arch, m.encoder_name,
-                                        "baseline" if m.att_depth is None else f"afma{m.att_depth}",
+                                        variant_name(m.att_depth),
                                         datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))

@@ -17,9 +17,11 @@ class AFMALoss(nn.Module):
     target: (B, H, W) class indices; the one-hot for the gold AFMA is made here, on the target's device, and
     the patch size and stride come from the attention itself, so they cannot disagree with the model's.
     With AFMA off (attention None) it is the weighted NLL alone (not scaled by ce_weight), the baseline loss.
-    Pixels of `ignore_index` count in neither term: they are left out of the NLL and have an all-zero one-hot.
-    It defaults to IGNORE_LABEL, the value of every pixel the data does not hold (padding), so every caller
-    (training, evaluation, benchmarks) leaves padding out without saying so; None keeps every pixel.
+    Pixels of `ignore_index` are left out of the NLL. In the MSE they are not left out: their one-hot is all
+    zeros, so the gold AFMA counts them in no class, while the model's AFMA there is still compared with it (the
+    mean runs over every patch pair), which pulls the attention of padded patches towards zero. It defaults to
+    IGNORE_LABEL, the value of every pixel the data does not hold (padding), so every caller (training,
+    evaluation, benchmarks) treats padding so without saying so; None keeps every pixel in the NLL.
 
     Computed outside autocast, in float32 at least (float64 inputs stay float64), wherever it is called: the
     MSE of small attention values would lose its digits in 16 bits.

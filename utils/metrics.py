@@ -30,6 +30,30 @@ import torch.distributed as dist
 from utils.labels import void_index
 
 
+def confusion_counts(target, pred, num_classes, per_image=False):
+    """int64 (C, C) confusion counts of integer maps (rows target, columns prediction), on their device; with
+    `per_image`, (B, C, C): one matrix per image of a (B, H, W) batch.
+
+    Targets outside [0, C) are ignored, and so is a prediction outside [0, C) (impossible for an argmax) rather
+    than being counted in another class's bin. Ignored pixels are sent to one extra bin (instead of boolean
+    indexing, whose data-dependent output size would force a device-to-host sync) and that bin is dropped.
+    The bins are an index_add_ into a fixed-size tensor: torch.bincount itself reads the largest index back to
+    the host on CUDA to size its output.
+    """
+    c = num_classes
+    target, pred = target.long(), pred.long()
+    images = len(target) if per_image else 1
+    valid = (target >= 0) & (target < c) & (pred >= 0) & (pred < c)
+    index = target * c + pred
+    if per_image:  # the image as a third coordinate
+        index = index + c * c * torch.arange(images, device=index.device).view(-1, *([1] * (index.dim() - 1)))
+    index = torch.where(valid, index, images * c * c).flatten()
+    counts = torch.zeros(images * c * c + 1, dtype=torch.int64, device=index.device)
+    counts.index_add_(0, index, torch.ones((), dtype=torch.int64, device=index.device).expand_as(index))
+    counts = counts[: images * c * c].view(images, c, c)
+    return counts if per_image else counts[0]
+
+
 class ConfusionMatrix:
     """Pixel confusion matrix accumulated on the device; rows are targets, columns predictions."""
 
@@ -38,23 +62,8 @@ class ConfusionMatrix:
         self.mat = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
 
     def update(self, target, pred):
-        """Add a batch of (B, H, W) integer maps; targets outside [0, C) are ignored.
-
-        A prediction outside [0, C) (impossible for an argmax) is ignored too rather than being
-        counted in another class's bin.
-
-        Ignored pixels are sent to one extra bin (instead of boolean indexing, whose data-dependent
-        output size would force a device-to-host sync) and that bin is dropped. The bins are a
-        bincount into a fixed-size tensor: torch.bincount itself reads the largest index back to the
-        host on CUDA to size its output.
-        """
-        c = self.num_classes
-        target, pred = target.long(), pred.long()
-        valid = (target >= 0) & (target < c) & (pred >= 0) & (pred < c)
-        index = torch.where(valid, target * c + pred, c * c).flatten()
-        counts = torch.zeros(c * c + 1, dtype=torch.int64, device=index.device)
-        counts.index_add_(0, index, torch.ones((), dtype=torch.int64, device=index.device).expand_as(index))
-        self.mat += counts[: c * c].view(c, c)
+        """Add a batch of (B, H, W) integer maps (confusion_counts)."""
+        self.mat += confusion_counts(target, pred, self.num_classes)
 
     def reset(self):
         self.mat.zero_()

@@ -21,15 +21,15 @@ def checkpoint(tmp_path, dataset, classes, scale, train, evaluation):
 
 
 def seen_sizes(monkeypatch):
-    from models.segmentation import AFMASegmentationModel
+    from models.segmentation import SegmentationModel
 
-    sizes, forward = [], AFMASegmentationModel.forward
+    sizes, forward = [], SegmentationModel.forward
 
     def spy(self, x):
         sizes.append(tuple(x.shape[-2:]))
         return forward(self, x)
 
-    monkeypatch.setattr(AFMASegmentationModel, "forward", spy)
+    monkeypatch.setattr(SegmentationModel, "forward", spy)
     return sizes
 
 

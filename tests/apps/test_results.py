@@ -1,4 +1,6 @@
 """What a researcher looks at: the run's figures, --predict on an odd-sized image, the --compare report."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -32,8 +34,6 @@ def test_run_draws_its_figures(trained):
 
 
 def test_run_keeps_each_test_image_confusion_matrix_beside_its_metrics(trained, tiny_camvid):
-    import json
-
     from utils.engine.evaluate import read_per_image
 
     metrics = json.loads((trained / "metrics.json").read_text())
@@ -72,9 +72,8 @@ def test_predict_a_folder(trained, tiny_camvid, tmp_path):
 
 def test_compare_writes_the_paired_report(tiny_camvid, tmp_path):
     out = tmp_path / "compare"
-    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--compare", "linknet",
-                      "--output-dir", str(out)]) == 0
-    assert {"linknet-baseline", "linknet-afma2", "comparison.md", "comparison_linknet.png"} <= {p.name for p in out.iterdir()}
+    _, runs = run_comparison(out, tiny_camvid, "--compare", "linknet")
+    assert runs == {"linknet-baseline", "linknet-afma2"} and (out / "comparison.md").is_file()
     assert_picture(out / "comparison_linknet.png")
     report = (out / "comparison.md").read_text()
     header = next(line for line in report.splitlines() if line.startswith("| model |"))
@@ -83,8 +82,6 @@ def test_compare_writes_the_paired_report(tiny_camvid, tmp_path):
     assert {"mIoU", "found small", "small-object IoU"} <= set(columns)
     rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
     assert {"baseline", "AFMA depth 2", "difference"} <= set(rows)
-    import json
-
     base = json.loads((out / "linknet-baseline" / "metrics.json").read_text())["test"]["miou"]
     afma = json.loads((out / "linknet-afma2" / "metrics.json").read_text())["test"]["miou"]
     miou = columns.index("mIoU")
@@ -99,6 +96,13 @@ def test_compare_writes_the_paired_report(tiny_camvid, tmp_path):
     assert "2000 resamples, numpy seed 0" in report
 
 
+def run_comparison(out, data_dir, *flags):
+    """main.py --compare ... for one epoch into `out`: (its command line, to run it again; its run folders)."""
+    argv = [*FAST, "--data-dir", str(data_dir), "--epochs", "1", *flags, "--output-dir", str(out)]
+    assert main.main(argv) == 0
+    return argv, {p.name for p in out.iterdir() if p.is_dir()}
+
+
 def parse_interval(text):
     """'+0.0123 [-0.0050, +0.0301] *' -> (0.0123, -0.005, 0.0301)."""
     diff, rest = text.split(" [")
@@ -107,16 +111,11 @@ def parse_interval(text):
 
 
 def test_compare_over_seeds_pairs_the_runs_reports_mean_std_and_intervals_and_goes_on(tiny_camvid, tmp_path, capsys):
-    import json
-
     from utils.engine.evaluate import read_per_image
     from utils.reporting import stats
 
     out = tmp_path / "seeds"
-    argv = [*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--compare", "linknet", "--seeds", "0,1",
-            "--output-dir", str(out)]
-    assert main.main(argv) == 0
-    runs = {p.name for p in out.iterdir() if p.is_dir()}
+    argv, runs = run_comparison(out, tiny_camvid, "--compare", "linknet", "--seeds", "0,1")
     assert runs == {f"linknet-{v}-seed{s}" for v in ("baseline", "afma2") for s in (0, 1)}
     assert [json.loads((out / f"linknet-baseline-seed{s}" / "config.json").read_text())["seed"] for s in (0, 1)] == [0, 1]
     assert_picture(out / "comparison_linknet.png")
@@ -146,13 +145,8 @@ def test_compare_over_seeds_pairs_the_runs_reports_mean_std_and_intervals_and_go
 
 
 def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_goes_on(tiny_camvid, tmp_path, capsys):
-    import json
-
     out = tmp_path / "study"
-    argv = [*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--compare", "fpn", "--att-depth", "1,3",
-            "--output-dir", str(out)]
-    assert main.main(argv) == 0
-    runs = {p.name for p in out.iterdir() if p.is_dir()}
+    argv, runs = run_comparison(out, tiny_camvid, "--compare", "fpn", "--att-depth", "1,3")
     assert runs == {"fpn-baseline", "fpn-afma1", "fpn-afma3"}
     report = (out / "comparison.md").read_text()
     models = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ")][1:]

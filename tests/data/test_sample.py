@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from tools.make_sample import make_sample
-from utils.data.datasets import CamVid
+from utils.data.datasets import SPLITS, CamVid
 
 SAMPLE = Path(__file__).resolve().parents[2] / "dataset" / "camvid"
-SPLITS = ("train", "val", "test")
 
 
 @pytest.fixture(autouse=True)

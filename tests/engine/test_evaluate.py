@@ -4,8 +4,9 @@ import torch
 
 from utils.engine import distributed
 from utils.engine import evaluate as evaluate_module
-from utils.engine.evaluate import evaluate, gather_shards, image_confusions
-from utils.metrics import ConfusionMatrix
+from utils.engine.evaluate import evaluate, gather_shards
+from utils.engine.setup import Engine
+from utils.metrics import ConfusionMatrix, confusion_counts
 
 C = 3
 
@@ -19,16 +20,17 @@ def _literal(target, pred):
     return mats
 
 
-def test_image_confusions_count_each_image_like_a_literal_loop():
+def test_confusion_counts_count_each_image_like_a_literal_loop_and_sum_to_the_split():
     gen = torch.Generator().manual_seed(0)
-    target = torch.randint(0, C, (4, 5, 6), generator=gen)
+    target = torch.randint(-1, C + 1, (4, 5, 6), generator=gen)  # -1 and C: outside the classes, ignored
     target[1, :2] = 255  # ignored
-    pred = torch.randint(0, C, (4, 5, 6), generator=gen)
-    got = image_confusions(target, pred, C)
+    pred = torch.randint(0, C + 1, (4, 5, 6), generator=gen)  # C: an impossible prediction, ignored too
+    got = confusion_counts(target, pred, C, per_image=True)
     assert got.dtype == torch.int64 and (got.numpy() == _literal(target, pred)).all()
     whole = ConfusionMatrix(C)
     whole.update(target, pred)
-    assert (got.sum(0) == whole.mat).all()
+    assert whole.mat.dtype == torch.int64 and (got.sum(0) == whole.mat).all()
+    assert (whole.mat.numpy() == _literal(target, pred).sum(0)).all()
 
 
 class _FromTargets(torch.nn.Module):
@@ -51,13 +53,13 @@ def test_evaluate_keeps_every_image_in_dataset_order_and_they_sum_to_the_split()
     targets = torch.randint(0, C, (5, 4, 4), generator=gen)
     preds = torch.randint(0, C, (5, 4, 4), generator=gen)
     batches = [(preds[i:i + 2, None].expand(-1, 3, -1, -1).float(), targets[i:i + 2]) for i in (0, 2, 4)]
-    result = evaluate(_FromTargets(), lambda output, target: output[0].sum() * 0, batches, _Identity(),
-                      ["a", "b", "void"], per_image=True)
+    engine = Engine(torch.device("cpu"), None, lambda output, target: output[0].sum() * 0, _Identity(), None)
+    result = evaluate(_FromTargets(), engine, batches, ["a", "b", "void"], per_image=True)
     mats = result["per_image_confusion"]
     assert isinstance(mats, np.ndarray) and mats.shape == (5, C, C)
     assert (mats == _literal(targets, preds)).all()
     assert (mats.sum(0) == np.array(result["confusion_matrix"])).all()
-    plain = evaluate(_FromTargets(), lambda output, target: output[0].sum() * 0, batches, _Identity(), ["a", "b", "void"])
+    plain = evaluate(_FromTargets(), engine, batches, ["a", "b", "void"])
     assert "per_image_confusion" not in plain
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from utils.data.datasets import SPLITS, CamVid
 
-from .common import PrepareError, progress, refuse_existing, staged_output
+from .common import PrepareError, progress, refuse_existing, require_pairs, staged_output
 from .download import source_folder
 from .sources import Entry, collect, read_entry
 
@@ -124,12 +124,11 @@ def plan_camvid(files: dict[str, Entry], splits: dict[str, list[str]], source: P
         raise PrepareError(f"{source} holds no CamVid frames (NAME.png) or labels (NAME_L.png): pass the "
                            f"folder holding {' and '.join(CAMVID_ARCHIVES)} or their extracted folders, "
                            f"or add --download")
-    if unlabelled := sorted(frames.keys() - labels.keys()):
-        raise PrepareError(f"{frames[unlabelled[0]].where()} has no label {unlabelled[0]}_L.png in {source}: "
-                           f"add it (from LabeledApproved_full.zip) or remove the frame")
-    if orphans := sorted(labels.keys() - frames.keys()):
-        raise PrepareError(f"{labels[orphans[0]].where()} has no frame {orphans[0]}.png in {source}: add it "
-                           f"(from 701_StillsRaw_full.zip) or remove the label")
+    require_pairs(frames, labels,
+                  lambda name: f"{frames[name].where()} has no label {name}_L.png in {source}: add it (from "
+                               f"LabeledApproved_full.zip) or remove the frame",
+                  lambda name: f"{labels[name].where()} has no frame {name}.png in {source}: add it (from "
+                               f"701_StillsRaw_full.zip) or remove the label")
     listed = {name for names in splits.values() for name in names}
     if strays := sorted(frames.keys() - listed):
         raise PrepareError(f"{frames[strays[0]].where()} is in no split list ({CAMVID_SPLIT_DIR}/"

@@ -23,6 +23,16 @@ class PrepareError(Exception):
     """A problem the user must fix; main() prints it as an `error:` line and exits with status 2."""
 
 
+def require_pairs(first: dict, second: dict, without_second, without_first) -> None:
+    """Raise PrepareError(without_second(key)) for the first key of `first` that `second` lacks, then
+    PrepareError(without_first(key)) for the first key of `second` that `first` lacks (sorted: the same file
+    is named every time)."""
+    for keys, message in ((first.keys() - second.keys(), without_second),
+                          (second.keys() - first.keys(), without_first)):
+        if keys:
+            raise PrepareError(message(min(keys)))
+
+
 def refuse_existing(out: Path | None, source: Path, force: bool) -> None:
     """Stop before any work if an existing --out may not be replaced.
 

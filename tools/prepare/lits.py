@@ -12,7 +12,7 @@ import numpy as np
 
 from utils.data.datasets import SPLITS, LiTS
 
-from .common import PrepareError, progress, refuse_existing, staged_output
+from .common import PrepareError, progress, refuse_existing, require_pairs, staged_output
 from .download import source_folder
 from .sources import list_disk
 
@@ -38,12 +38,10 @@ def find_lits_pairs(source: Path, skip: Path) -> list[tuple[int, Path, Path]]:
     if not volumes and not segmentations:
         raise PrepareError(f"{source} holds no LiTS volume-N.nii / segmentation-N.nii files (or .nii.gz): "
                            f"extract Training Batch 1 and 2 there")
-    if alone := sorted(volumes.keys() - segmentations.keys()):
-        raise PrepareError(f"{volumes[alone[0]]} has no segmentation-{alone[0]}.nii(.gz) in {source}: add "
-                           f"it or remove the volume")
-    if alone := sorted(segmentations.keys() - volumes.keys()):
-        raise PrepareError(f"{segmentations[alone[0]]} has no volume-{alone[0]}.nii(.gz) in {source}: add "
-                           f"it or remove the segmentation")
+    require_pairs(volumes, segmentations,
+                  lambda n: f"{volumes[n]} has no segmentation-{n}.nii(.gz) in {source}: add it or remove the volume",
+                  lambda n: f"{segmentations[n]} has no volume-{n}.nii(.gz) in {source}: add it or remove the "
+                            f"segmentation")
     return [(number, volumes[number], segmentations[number]) for number in sorted(volumes)]
 
 

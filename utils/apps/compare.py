@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from models import ARCHITECTURES
+from models import ARCHITECTURES, variant_name
 from utils.apps.train import Resume, check_model_fits, log, stopped_before_first_checkpoint, train
 from utils.config import RunConfig
 from utils.data.datasets import DATASETS
@@ -30,13 +30,10 @@ from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
 from utils.errors import UsageError
 from utils.files import write_atomic, write_json
 from utils.labels import scored_classes
+from utils.metrics import BUCKETS
 from utils.reporting import plots, stats
 
 RECORD = "comparison.json"
-
-
-def variant_name(depth: int | None) -> str:
-    return "baseline" if depth is None else f"afma{depth}"
 
 
 def variant_label(depth: int | None) -> str:
@@ -151,8 +148,8 @@ def comparison_markdown(results: dict, paired: dict, archs, variants, config: Ru
     utils.metrics.void_ignored_scores)."""
     dataset = DATASETS[config.dataset]
     names = scored_classes(config.classes)
-    columns = [*names, "mIoU", "mIoU (void ignored)", "global IoU", "mean accuracy", "found small", "found medium",
-               "found large", "small-object IoU"]
+    columns = [*names, "mIoU", "mIoU (void ignored)", "global IoU", "mean accuracy", *(f"found {b}" for b in BUCKETS),
+               "small-object IoU"]
     depths = ", ".join(str(d) for d in variants if d is not None)
     boot = next((p for p in paired.values() if p), None)
     interval = (f"Differences: AFMA - baseline on the test images pooled over the seeds, with a "
@@ -225,7 +222,7 @@ def row_values(result: dict, names) -> list:
     small = result["small_objects"]
     return [*(result["per_class_iou"][name] for name in names), result["miou"],
             result.get("void_ignored", {}).get("miou"), result["global_iou"], result["accuracy"],
-            *(small["mean_recall50"][b] for b in ("small", "medium", "large")), small["mean_small_iou"]]
+            *(small["mean_recall50"][b] for b in BUCKETS), small["mean_small_iou"]]
 
 
 def cell(value) -> str:

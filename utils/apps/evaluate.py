@@ -3,19 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from models import build_model
 from utils.apps.train import check_sizes, load_splits, log, prepare_run_dir
 from utils.config import RunConfig
 from utils.data.loaders import make_loader
-from utils.data.transforms import Normalizer
 from utils.engine import distributed
 from utils.engine.checkpoint import checkpoint_spec, load_model_state
-from utils.engine.device import autocast_dtype, setup_device
+from utils.engine.device import setup_device
 from utils.engine.evaluate import evaluate
+from utils.engine.setup import prepare
 from utils.files import write_json
-from utils.losses import AFMALoss
 from utils.reporting.tables import format_table
 
 
@@ -33,15 +30,10 @@ def evaluate_checkpoint(config: RunConfig, path: Path, state: dict) -> dict:
     trained_scale = checkpoint_spec(state, path).scale
     if config.model.scale != trained_scale:
         log(f"note: evaluating at --scale {config.model.scale}; {path} was trained at scale {trained_scale}")
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    criterion = AFMALoss(config.class_weights).to(device)
-    normalizer = Normalizer(config.model.mean, config.model.std, device)
-    amp_dtype = autocast_dtype(device, config.amp)
-    results = {split: evaluate(model, criterion, make_loader(data, config.batch_size, config.workers, config.seed,
-                                                             False, device, persistent=False),
-                               normalizer, config.classes, amp_dtype, small_objects=True, desc=split)
+    engine = prepare(model, device, config.amp, config.class_weights)
+    results = {split: evaluate(model, engine, make_loader(data, config.batch_size, config.workers, config.seed, False,
+                                                          device, persistent=False), config.classes,
+                               small_objects=True, desc=split)
                for split, data in splits.items()}
     log(f"\n{path} (epoch {state['epoch']}, scale {config.model.scale}):\n" + format_table(results, config.classes))
     if out_dir and distributed.is_main():

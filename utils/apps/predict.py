@@ -14,14 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.data.datasets import DATASETS, SegmentationDataset
+from utils.data.datasets import DATASETS, IMAGE_SUFFIXES, SegmentationDataset
 from utils.data.transforms import Normalizer, build_transforms
 from utils.engine.checkpoint import load_model
 from utils.errors import DataError
 from utils.files import write_atomic
 from utils.reporting.plots import colorize
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def predict(path: Path, checkpoint: Path, output_dir: str | None, device: str = "cpu",
@@ -44,9 +42,9 @@ def predict(path: Path, checkpoint: Path, output_dir: str | None, device: str = 
     if existing and not overwrite:
         raise DataError(f"{existing[0]} exists ({len(existing)} of the outputs do): pass --overwrite to replace them, "
                         f"or choose another --output-dir")
-    model.to(device).eval()
     transform = build_transforms(dataset, "predict", spec.scale)
     normalizer = Normalizer(spec.mean, spec.std, device)
+    model.to(device, memory_format=normalizer.memory_format).eval()  # the layout of its inputs
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

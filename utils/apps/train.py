@@ -25,16 +25,16 @@ from models import WeightsUnavailable, build_model
 from utils.config import LR_GAMMA, RunConfig, run_dir_name
 from utils.data.datasets import DATASETS, build_dataset
 from utils.data.loaders import close_loaders, make_loader
-from utils.data.transforms import Normalizer, build_transforms
+from utils.data.transforms import build_transforms
 from utils.engine import distributed
 from utils.engine.checkpoint import CheckpointSaver, load_checkpoint, load_model_state
-from utils.engine.device import autocast_dtype, setup_device
+from utils.engine.device import setup_device
 from utils.engine.evaluate import evaluate, write_per_image
 from utils.engine.seeding import rng_state, set_rng_state
+from utils.engine.setup import prepare
 from utils.engine.train import train_one_epoch
 from utils.errors import Interrupted, NonFiniteLoss, Terminated, UsageError
 from utils.files import remove_partial_writes, write_csv, write_json
-from utils.losses import AFMALoss
 from utils.reporting import plots
 from utils.reporting.run_figures import draw_run_figures
 from utils.reporting.tables import format_table
@@ -68,18 +68,13 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
             raise UsageError(problem)
     config = config.replace(output_dir=str(run_dir))
 
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_dtype(device, config.amp)
-    criterion = AFMALoss(config.class_weights).to(device)
+    engine = prepare(model, device, config.amp, config.class_weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    scaler = engine.scaler  # restored from last.pt and saved with every checkpoint
     loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device,
                                   persistent=split != "test")  # the test split is read once, at the end
                for split, data in splits.items()}
-    normalizer = Normalizer(config.model.mean, config.model.std, device)
     start_epoch, best_miou, best_epoch, history, earlier = 1, -1.0, None, [], []
     if state:
         load_model_state(model, state, run_dir / "last.pt")
@@ -105,8 +100,8 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         for epoch in range(start_epoch, config.epochs + 1):
             started = time.perf_counter()
             loaders["train"].sampler.set_epoch(epoch)
-            train_loss = train_one_epoch(net, criterion, optimizer, loaders["train"], normalizer, epoch, amp_dtype, scaler)
-            val = evaluate(net, criterion, loaders["val"], normalizer, config.classes, amp_dtype, desc=f"epoch {epoch} val")
+            train_loss = train_one_epoch(net, engine, optimizer, loaders["train"], epoch)
+            val = evaluate(net, engine, loaders["val"], config.classes, desc=f"epoch {epoch} val")
             history.append({"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                             "val_loss": val["loss"], "val_miou": val["miou"], "val_global_iou": val["global_iou"],
                             "val_accuracy": val["accuracy"], "seconds": round(time.perf_counter() - started, 2)})
@@ -140,8 +135,8 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         # The best epoch's weights, on val and test, with the object-size scores.
         best = load_checkpoint(run_dir / "best.pt", map_location=device)
         load_model_state(model, best, run_dir / "best.pt")
-        results = {split: evaluate(net, criterion, loaders[split], normalizer, config.classes, amp_dtype,
-                                   small_objects=True, per_image=True, desc=f"{split} (best epoch {best['epoch']})")
+        results = {split: evaluate(net, engine, loaders[split], config.classes, small_objects=True, per_image=True,
+                                   desc=f"{split} (best epoch {best['epoch']})")
                    for split in ("val", "test")}
         per_image = {split: result.pop("per_image_confusion") for split, result in results.items()}
     except (KeyboardInterrupt, Terminated) as stop:
@@ -156,7 +151,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         write_per_image(run_dir, per_image)  # before metrics.json, which marks the run finished
         write_json(run_dir / "metrics.json", {**results, "run": summary, "earlier": earlier})
         log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config.classes))
-        draw_run_figures(run_dir, model, splits["test"], normalizer, history, results, config, FIGURE_IMAGES)
+        draw_run_figures(run_dir, model, splits["test"], engine.normalizer, history, results, config, FIGURE_IMAGES)
     return results
 
 

@@ -24,7 +24,7 @@ from utils.errors import DataError
 from utils.labels import void_index
 
 SPLITS = ("train", "val", "test")
-OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # common image files (--predict reads them all)
 
 
 def pair_files(images, labels, label_for, image_for):
@@ -244,7 +244,7 @@ class CamVid(SegmentationDataset):
         image_dir = require_dir(self.root / self.split, hint)
         label_dir = require_dir(self.root / f"{self.split}annot", hint)
         for folder in (image_dir, label_dir):
-            other = sorted(p for p in folder.iterdir() if p.suffix.lower() in OTHER_IMAGE_SUFFIXES
+            other = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                            and p.suffix != ".png")
             if other:
                 raise DataError(f"{other[0]} is not read: CamVid frames and labels must be .png files "

@@ -43,19 +43,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from models.architectures import INPUT_MULTIPLE  # noqa: E402
+from utils.data.datasets import SPLITS  # noqa: E402
 from utils.labels import IGNORE_LABEL  # noqa: E402
 
 # The reference used old albumentations' GaussNoise default, variance 10..50 on 0..255 pixels.
 # Albumentations 2.x takes the standard deviation as a fraction of 255 and defaults to a far
 # stronger 0.2..0.44, so the old range is spelled out here.
 GAUSS_NOISE_STD = (float(np.sqrt(10) / 255), float(np.sqrt(50) / 255))
-NETWORK_STRIDE = 32
 
 
 def network_size(size, scale):
-    """Scale an (h, w) network input size, rounding to the nearest multiple of 32."""
-    return tuple(max(NETWORK_STRIDE, int(v * scale / NETWORK_STRIDE + 0.5) * NETWORK_STRIDE)
-                 for v in size)
+    """Scale an (h, w) network input size, rounding to the nearest multiple of INPUT_MULTIPLE (32)."""
+    return tuple(max(INPUT_MULTIPLE, int(v * scale / INPUT_MULTIPLE + 0.5) * INPUT_MULTIPLE) for v in size)
 
 
 def pad_target(pad_size, crop_size, scale):
@@ -140,8 +140,8 @@ def build_transforms(dataset_cls, split, scale=1.0):
     A dataset's `pre_resize` (h, w) (skin lesions: the released code's images were stored at 192x256) comes
     first, in every split.
     """
-    if split not in ("train", "val", "test", "predict"):
-        raise ValueError(f"split {split!r} is not valid: use train, val or test")
+    if split not in (*SPLITS, "predict"):
+        raise ValueError(f"split {split!r} is not valid: use one of {', '.join(SPLITS)} or predict")
     pre = dataset_cls.pre_resize
     resize = [] if pre is None else [A.Resize(*pre, area_for_downscale="image",
                                               mask_interpolation=cv2.INTER_NEAREST)]

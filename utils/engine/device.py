@@ -1,5 +1,5 @@
-"""The device of this process and its precision: TF32 on CUDA, and the autocast dtype of --amp (the step that runs
-under it is utils.engine.train.train_step)."""
+"""The device of this process and its precision: TF32 on CUDA, and the autocast dtype of --amp (under which
+utils.engine.setup.Engine.forward runs every training and evaluation step)."""
 from __future__ import annotations
 
 import torch

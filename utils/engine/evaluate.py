@@ -10,16 +10,16 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from utils.engine import distributed
+from utils.engine.setup import Engine
 from utils.files import write_atomic
 from utils.labels import scored_classes
-from utils.metrics import ConfusionMatrix, SmallObjectMeter
+from utils.metrics import ConfusionMatrix, SmallObjectMeter, confusion_counts
 
 PER_IMAGE_FILE = "per_image_confusion.npz"  # beside metrics.json: split name -> (N, C, C) int64 counts
 
 
 @torch.inference_mode()
-def evaluate(model, criterion, loader, normalizer, class_names, amp_dtype=None, small_objects=False, per_image=False,
-             desc="eval") -> dict:
+def evaluate(model, engine: Engine, loader, class_names, small_objects=False, per_image=False, desc="eval") -> dict:
     """Metrics of one split, summed over all ranks' shards (docs/METHOD.md §6), plus the loss.
 
     One confusion matrix on the device (no host sync per batch); with `small_objects` also the object-size
@@ -36,53 +36,59 @@ def evaluate(model, criterion, loader, normalizer, class_names, amp_dtype=None, 
     and two models pair image by image (utils/reporting/stats.py). They stay on the device until the end.
     """
     model.eval()
-    device = normalizer.device
-    confusion = ConfusionMatrix(len(class_names), device)
-    meter = SmallObjectMeter(len(class_names), class_names) if small_objects else None
-    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-    per_image_mats = []
+    tally = Tally(class_names, engine.device, small_objects, per_image)
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=not distributed.is_main(), dynamic_ncols=True):
-        images, targets = normalizer(images), targets.to(device, non_blocking=True).long()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(images)
-            loss = criterion(output, targets)
-        loss_sum += torch.stack([loss.double() * len(images), loss_sum.new_tensor(len(images))])
-        prediction = output[0].argmax(1)
-        confusion.update(targets, prediction)
-        if per_image:
-            per_image_mats.append(image_confusions(targets, prediction, len(class_names)))
-        if meter is not None:
-            meter.update(targets, prediction)
-    confusion.all_reduce()
-    distributed.all_reduce_sum(loss_sum)
-    result = {**confusion.scores(scored_classes(class_names)), "loss": (loss_sum[0] / loss_sum[1].clamp_min(1)).item()}
-    if result["no_labels"] and distributed.is_main():
-        print(f"warning: {desc}: the split has no labelled pixels (every target is void or ignored): no scores",
-              file=sys.stderr, flush=True)
-    if meter is not None:
-        meter.all_reduce()
-        result["small_objects"] = meter.compute()
-    if per_image:
-        c = len(class_names)
-        local = torch.cat(per_image_mats) if per_image_mats else torch.zeros((0, c, c), dtype=torch.int64, device=device)
-        result["per_image_confusion"] = gather_shards(local).cpu().numpy()
-    return result
+        eval_step(model, engine, images, targets, tally)
+    return tally.result(desc)
 
 
-def image_confusions(target, pred, num_classes):
-    """(B, C, C) int64 confusion counts of each image of a (B, H, W) batch, on its device without a host sync.
+@torch.inference_mode()
+def eval_step(model, engine: Engine, images, targets, tally: Tally) -> torch.Tensor:
+    """One loader batch (uint8 images, class-index targets) through Engine.forward, its argmax prediction and
+    loss added to `tally`. Returns the loss, left on the device."""
+    output, loss, targets = engine.forward(model, images, targets)
+    tally.add(loss, targets, output[0].argmax(1))
+    return loss
 
-    The same counts as ConfusionMatrix.update (targets or predictions outside [0, C) ignored, sent to one
-    extra bin that is dropped), with the image's index as a third coordinate.
-    """
-    c, b = num_classes, len(target)
-    target, pred = target.long(), pred.long()
-    valid = (target >= 0) & (target < c) & (pred >= 0) & (pred < c)
-    image = torch.arange(b, device=target.device).view(-1, *([1] * (target.dim() - 1)))
-    index = torch.where(valid, image * c * c + target * c + pred, b * c * c).flatten()
-    counts = torch.zeros(b * c * c + 1, dtype=torch.int64, device=index.device)
-    counts.index_add_(0, index, torch.ones((), dtype=torch.int64, device=index.device).expand_as(index))
-    return counts[: b * c * c].view(b, c, c)
+
+class Tally:
+    """What an evaluation sums over a split's batches: the confusion matrix and the size-weighted loss on the
+    device, and optionally every image's confusion counts and the object-size scores."""
+
+    def __init__(self, class_names, device, small_objects=False, per_image=False):
+        self.class_names = list(class_names)
+        self.confusion = ConfusionMatrix(len(class_names), device)
+        self.loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss x images, images
+        self.meter = SmallObjectMeter(len(class_names), class_names) if small_objects else None
+        self.per_image = [] if per_image else None
+
+    def add(self, loss, targets, prediction) -> None:
+        self.loss_sum += torch.stack([loss.double() * len(targets), self.loss_sum.new_tensor(len(targets))])
+        if self.per_image is None:
+            self.confusion.update(targets, prediction)
+        else:  # the split's matrix is the sum of its images' ones: counted once
+            self.per_image.append(confusion_counts(targets, prediction, len(self.class_names), per_image=True))
+            self.confusion.mat += self.per_image[-1].sum(0)
+        if self.meter is not None:
+            self.meter.update(targets, prediction)
+
+    def result(self, desc) -> dict:
+        """The split's scores over every rank (process 0 warns on stderr when it has no labelled pixel)."""
+        self.confusion.all_reduce()
+        distributed.all_reduce_sum(self.loss_sum)
+        loss = (self.loss_sum[0] / self.loss_sum[1].clamp_min(1)).item()
+        result = {**self.confusion.scores(scored_classes(self.class_names)), "loss": loss}
+        if result["no_labels"] and distributed.is_main():
+            print(f"warning: {desc}: the split has no labelled pixels (every target is void or ignored): no scores",
+                  file=sys.stderr, flush=True)
+        if self.meter is not None:
+            self.meter.all_reduce()
+            result["small_objects"] = self.meter.compute()
+        if self.per_image is not None:
+            c = len(self.class_names)
+            local = torch.cat([self.loss_sum.new_zeros((0, c, c), dtype=torch.int64), *self.per_image])
+            result["per_image_confusion"] = gather_shards(local).cpu().numpy()
+        return result
 
 
 def gather_shards(local):

@@ -5,45 +5,42 @@ import torch
 from tqdm import tqdm
 
 from utils.engine import distributed
+from utils.engine.setup import Engine
 from utils.errors import NonFiniteLoss
 
 # Steps between the loss checks that need the host (progress bar, non-finite loss): each is a device sync.
 CHECK_EVERY = 10
 
 
-def train_one_epoch(model, criterion, optimizer, loader, normalizer, epoch, amp_dtype=None, scaler=None) -> float:
+def train_one_epoch(model, engine: Engine, optimizer, loader, epoch) -> float:
     """Train one epoch and return the mean loss over all ranks' batches.
 
     Losses stay on the device; every CHECK_EVERY steps (and at the end) they are read once, for the progress
     bar and to stop at the first non-finite one, before it can reach a checkpoint.
     """
     model.train()
-    device = normalizer.device
     pending, total, count = [], 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not distributed.is_main(), dynamic_ncols=True)
     for step, (images, targets) in enumerate(bar, start=1):
-        pending.append(train_step(model, criterion, optimizer, normalizer, images, targets, amp_dtype, scaler))
+        pending.append(train_step(model, engine, optimizer, images, targets))
         if step % CHECK_EVERY == 0 or step == len(loader):
             values = torch.stack(pending)
             _stop_if_not_finite(values, epoch, step - len(pending) + 1)
             total, count = total + values.sum().item(), count + len(values)
             pending = []
             bar.set_postfix(loss=f"{values[-1].item():.4f}")
-    totals = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=device))
+    totals = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=engine.device))
     return (totals[0] / totals[1]).item()
 
 
-def train_step(model, criterion, optimizer, normalizer, images, targets, amp_dtype=None, scaler=None) -> torch.Tensor:
+def train_step(model, engine: Engine, optimizer, images, targets) -> torch.Tensor:
     """One optimisation step on a loader batch (uint8 images, class-index targets); the loss stays on the device."""
-    images, targets = normalizer(images), targets.to(normalizer.device, non_blocking=True).long()
-    with torch.autocast(normalizer.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        output = model(images)
-        loss = criterion(output, targets)  # the loss itself leaves autocast and works in float32
+    _, loss, _ = engine.forward(model, images, targets)
     optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    if engine.scaler is not None:
+        engine.scaler.scale(loss).backward()
+        engine.scaler.step(optimizer)
+        engine.scaler.update()
     else:
         loss.backward()
         optimizer.step()
