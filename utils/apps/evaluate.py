@@ -36,7 +36,7 @@ def evaluate_checkpoint(config: RunConfig, path: Path, state: dict) -> dict:
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    criterion = AFMALoss(config.class_weights).to(device)
+    criterion = AFMALoss(config.class_weights, config.ce_weight, config.mse_weight).to(device)
     normalizer = Normalizer(config.model.mean, config.model.std, device)
     amp_dtype = autocast_dtype(device, config.amp)
     results = {split: evaluate(model, criterion, make_loader(data, config.batch_size, config.workers, config.seed,
