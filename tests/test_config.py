@@ -83,6 +83,24 @@ def test_make_config_neither_prints_nor_reaches_the_hub(no_hub, capsys, fallback
     assert capsys.readouterr() == ("", "")
 
 
+def test_the_network_gets_the_pretrained_weights_and_their_normalisation(monkeypatch):
+    """build_network, not make_config, reads the weights' normalisation (their config on the hub)."""
+    import utils.apps.train as training
+
+    def normalisation(encoder, weights):
+        return ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)) if weights else ((0.1, 0.1, 0.1), (0.2, 0.2, 0.2))
+
+    built = []
+    monkeypatch.setattr(config_module, "normalisation", normalisation)
+    monkeypatch.setattr(training, "build_model", lambda **kwargs: built.append(kwargs))
+    config = new_run("--encoder-weights", "imagenet")
+    assert config.model.mean == (0.1, 0.1, 0.1)  # random initialisation's, until the weights are fetched
+    _, fetched = training.build_network(config)
+    assert fetched.model.mean == tuple(built[-1]["mean"]) == (0.5, 0.5, 0.5) and built[-1]["encoder_weights"] == "imagenet"
+    _, resumed = training.build_network(config, pretrained=False)  # its weights and spec are the checkpoint's
+    assert resumed == config and "encoder_weights" not in built[-1]
+
+
 def test_an_unknown_weights_tag_is_refused_without_the_hub(no_hub):
     with pytest.raises(UsageError, match="--encoder-weights bogus is not valid.*has imagenet"):
         new_run("--encoder-weights", "bogus")
@@ -131,7 +149,8 @@ def test_loss_weights_reach_the_criterion_of_training_and_evaluation(tiny_camvid
 def test_a_resumed_run_refuses_other_loss_weights(tiny_camvid, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps(new_run("--data-dir", str(tiny_camvid)).to_dict()))
+    saved = new_run("--data-dir", str(tiny_camvid), "--epochs", "1", "--workers", "0")  # had it been taken: seconds
+    (run / "config.json").write_text(json.dumps(saved.to_dict()))
     assert main.main(["--resume", str(run), "--ce-weight", "2"]) == 2
     message = capsys.readouterr().err
     assert "--ce-weight (was 5.0, given 2.0) cannot change in a resumed run" in message
