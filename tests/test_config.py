@@ -114,6 +114,7 @@ def test_loss_weights_are_the_literal_weighted_sum():
     output = model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
     target = torch.randint(0, 3, (1, 64, 64))
     nll, mse = (AFMALoss(ce_weight=c, mse_weight=m)(output, target) for c, m in ((1.0, 0.0), (0.0, 1.0)))
+    assert nll.item() == AFMALoss()((output[0], None), target).item()  # the baseline's loss: the NLL alone
     assert AFMALoss(ce_weight=2.5, mse_weight=0.75)(output, target).item() == pytest.approx(
         2.5 * nll.item() + 0.75 * mse.item(), rel=1e-12)
     assert AFMALoss(ce_weight=2.5)(output, target).item() != AFMALoss()(output, target).item()
