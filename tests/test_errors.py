@@ -156,6 +156,12 @@ def test_unreachable_weights_stop_the_run_in_one_line(offline, tiny_camvid, tmp_
     assert "'imagenet' weights for encoder resnet18" in message and "--allow-random-init" in message
 
 
+def test_unreachable_weights_stop_a_comparison_before_its_folder(offline, tiny_camvid, tmp_path, capsys):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--compare", "unet", "--encoder-weights",
+                    "imagenet")
+    assert "'imagenet' weights for encoder resnet18" in message and "--allow-random-init" in message
+
+
 def test_unreachable_weights_fall_back_to_random_init_when_allowed(offline, tiny_camvid, tmp_path, capsys):
     out = tmp_path / "out"
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--encoder-weights", "imagenet",
