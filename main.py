@@ -21,13 +21,14 @@ import json
 import sys
 from pathlib import Path
 
-from models import ARCHITECTURES, ATTENTION_DEPTHS
-from utils.config import PRESETS, RESUMABLE, RunConfig, check_checkpoint_flags, check_resume_flags, layer_settings, \
-    make_config, parse_depths
-from utils.data.datasets import DATASETS
+from models import ARCHITECTURES
+from utils.config import PRESETS, RESUMABLE, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
+    check_unused, layer_settings, make_config, parse_depths, setting_defaults
 from utils.engine import distributed
 from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
 from utils.signals import stop_signals
+
+HERE = Path(__file__).resolve().parent
 
 # --------------------------------------------------------------------------- settings: edit, or pass flags
 DATASET = "camvid"  # camvid, cityscapes, birds, skinlesion, lits
@@ -42,6 +43,8 @@ EPOCHS = 12
 BATCH_SIZE = 2
 LR = 1e-3  # the paper uses 1e-4 over 1000 epochs (--preset paper-released); the short run needs larger steps
 MILESTONES = ""  # comma-separated epochs at which the learning rate halves, e.g. "400,500,700,800,900"
+CE_WEIGHT = 5.0  # the loss: CE_WEIGHT x class-weighted NLL + MSE_WEIGHT x the attention MSE (the paper's 5 and 1)
+MSE_WEIGHT = 1.0  # (the baseline, --att-depth off, trains on the NLL alone)
 SCALE = 0.5  # image scale: 1.0 is the paper's resolution; 0.5 keeps the CPU run short
 DEVICE = "auto"  # auto (CUDA when present), cuda, cuda:1, cpu
 AMP = False  # mixed precision: bf16 where supported, else fp16 with a gradient scaler
@@ -53,47 +56,19 @@ WORKERS = "auto"  # data-loader processes; auto: 2 on the CPU, the free cores (u
 SAVE_EVERY = 5.0  # minutes between writes of last.pt (also after the first and the last epoch); 0: every epoch
 OUTPUT_DIR = ""  # empty: a new folder under runs/ named after dataset, architecture, encoder, depth, time
 
-DEFAULTS = dict(dataset=DATASET, data_dir=DATA_DIR, arch=ARCH, encoder=ENCODER, encoder_weights=ENCODER_WEIGHTS,
-                allow_random_init=ALLOW_RANDOM_INIT, att_depth=ATT_DEPTH, patch_size=PATCH_SIZE, epochs=EPOCHS,
-                batch_size=BATCH_SIZE, lr=LR, milestones=MILESTONES, scale=SCALE, device=DEVICE, amp=AMP, tf32=TF32,
-                compile=COMPILE, seed=SEED, deterministic=DETERMINISTIC, workers=WORKERS, save_every=SAVE_EVERY,
-                output_dir=OUTPUT_DIR)
+# A new setting: its constant here and its line in utils/config.py SETTINGS (the flag and the checks follow).
+DEFAULTS = setting_defaults(globals())
+DEFAULTS["data_dir"] = str(HERE / DATA_DIR)  # a relative DATA_DIR is in main.py's folder, wherever it runs from
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     """The actions, and the settings given explicitly on the command line (nothing else: see layer_settings)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    setting = p.add_argument_group("settings (default: the constant at the top of main.py)")
-
-    def add(flag, help, **kwargs):
-        key = flag[2:].replace("-", "_")
-        shown = DEFAULTS[key] if DEFAULTS[key] != "" else "none"
-        setting.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {shown})", **kwargs)
-
-    on_off = dict(action=argparse.BooleanOptionalAction)
-    add("--dataset", f"{', '.join(DATASETS)}")
-    add("--data-dir", "the data set's root folder")
-    add("--arch", f"{', '.join(ARCHITECTURES)}")
-    add("--encoder", "an SMP encoder name, or tu-<timm model>")
-    add("--encoder-weights", '"imagenet", another SMP weights tag, or "none" (random initialisation)')
-    add("--allow-random-init", "fall back to random initialisation when the weights cannot be fetched", **on_off)
-    add("--att-depth", f"the encoder depth AFMA attends to, {', '.join(map(str, ATTENTION_DEPTHS))}, or off (the "
-                       "plain SMP baseline); with --compare, one or several, e.g. 1,2,3,4")
-    add("--patch-size", "AFMA patch size p", type=int)
-    add("--epochs", "training epochs; with --resume, train the run on up to this epoch", type=int)
-    add("--batch-size", "images per step (per process)", type=int)
-    add("--lr", "Adam learning rate", type=float)
-    add("--milestones", "comma-separated epochs at which the learning rate halves")
-    add("--scale", "image scale (1.0 = the paper's resolution); with --checkpoint, evaluate at this scale", type=float)
-    add("--device", "auto, cpu, cuda, cuda:N")
-    add("--amp", "mixed precision: bf16 where supported, else fp16 with a gradient scaler", **on_off)
-    add("--tf32", "CUDA: TF32 tensor cores for float32 matrix products and convolutions", **on_off)
-    add("--compile", "torch.compile the model", **on_off)
-    add("--seed", "seeds Python, NumPy, torch, the shuffling and every sample's augmentation", type=int)
-    add("--deterministic", "PyTorch's deterministic algorithms (CUDA)", **on_off)
-    add("--workers", "data-loader processes, or auto")
-    add("--save-every", "minutes between writes of last.pt (0: every epoch)", type=float)
-    add("--output-dir", "the run folder (empty: a new one under runs/)")
+    group = p.add_argument_group("settings (default: the constant at the top of main.py)")
+    for setting in SETTINGS:
+        default = DEFAULTS[setting.name] if DEFAULTS[setting.name] != "" else "none"
+        kind = dict(action=argparse.BooleanOptionalAction) if setting.type is bool else dict(type=setting.type)
+        group.add_argument(setting.flag, default=argparse.SUPPRESS, help=f"{setting.help} (default: {default})", **kind)
     p.add_argument("--preset", choices=sorted(PRESETS), help="the authors' recipe: paper-released "
                    "is what their code runs (the LR stays 1e-4: it never steps its scheduler), paper-declared the "
                    "milestones it declares; " + "; ".join(f"{name}: {values}" for name, values in PRESETS.items())
@@ -171,6 +146,7 @@ def checkpoint_run(args, explicit):
     from utils.engine.checkpoint import checkpoint_spec, load_checkpoint
 
     path = Path(args.checkpoint)
+    refuse_unused(args, explicit, "evaluate", f"--checkpoint {path} evaluates the model it holds")
     state = load_checkpoint(path)
     spec = checkpoint_spec(state, path)
     check_checkpoint_flags(spec, explicit, path)
@@ -189,6 +165,13 @@ def checkpoint_run(args, explicit):
     return config.replace(model=spec.replace(**sizes)), path, state
 
 
+def refuse_unused(args, explicit, action: str, why: str) -> None:
+    """Evaluating and predicting refuse the flags they would ignore (training settings, --preset)."""
+    if args.preset:
+        raise UsageError(f"{why}: leave out --preset {args.preset} (a training recipe)")
+    check_unused(explicit, action, why)
+
+
 def run(args, explicit) -> int:
     actions = [f"--{name}" for name in ("resume", "compare", "predict") if getattr(args, name)]
     if len(actions) > 1 or (args.checkpoint and actions and actions != ["--predict"]):
@@ -204,12 +187,13 @@ def run(args, explicit) -> int:
 
         if not args.checkpoint:
             raise UsageError("--predict PATH needs --checkpoint RUN_DIR/best.pt")
+        refuse_unused(args, explicit, "predict", "--predict takes its model from --checkpoint")
         check_checkpoint_flags(checkpoint_spec(load_checkpoint(args.checkpoint), Path(args.checkpoint)), explicit,
                                Path(args.checkpoint))
         if "scale" in explicit:
             check_scale(explicit["scale"])
         written = predict(Path(args.predict), Path(args.checkpoint), explicit.get("output_dir") or None,
-                          resolve_device(explicit.get("device", DEVICE)), explicit.get("scale"), args.overwrite)
+                          resolve_device(explicit.get("device", DEFAULTS["device"])), explicit.get("scale"), args.overwrite)
         print(f"wrote {len(written)} files to {written[0].parent}" if written else "nothing to write")
         return 0
     if args.checkpoint:

@@ -58,7 +58,7 @@ from utils.config import RunConfig, resolve_device
 from utils.data.datasets import SPLITS
 from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.evaluate import Tally, eval_step
-from utils.engine.setup import prepare
+from utils.engine.setup import prepare_run
 from utils.engine.train import train_step
 from utils.errors import UsageError
 
@@ -213,7 +213,7 @@ def pure_compute(config: RunConfig, steps: int, warmup: int) -> tuple[float, flo
     spec = config.model
     classes = len(spec.classes)
     model = build_model(encoder_weights=None, **spec.to_dict())
-    engine = prepare(model, device, config.amp, config.class_weights)
+    engine = prepare_run(model, device, config)
     net = torch.compile(model) if config.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     model.train()

@@ -19,8 +19,8 @@ from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError, variant_
 
 __all__ = [
     "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "FactoredAttention", "ModelSpec", "SegmentationModel",
-    "SettingError", "WeightsUnavailable", "build_model", "gold_afma", "modify_output", "normalisation",
-    "patch_attention", "variant_name",
+    "SettingError", "WeightsUnavailable", "build_model", "check_weights", "gold_afma", "modify_output",
+    "normalisation", "patch_attention", "variant_name",
 ]
 
 ATTENTION_DEPTHS = (1, 2, 3, 4, 5)
@@ -95,6 +95,24 @@ def normalisation(encoder_name: str, encoder_weights: str | None) -> tuple[tuple
         except OSError as error:  # SMP fetches the weights' config.json from the hub
             raise weights_unavailable(encoder_name, encoder_weights, error, cache_only) from error
     return tuple(params["mean"]), tuple(params["std"])
+
+
+def check_weights(encoder_name: str, encoder_weights: str | None) -> None:
+    """The encoder has pretrained weights of that tag: known without the hub (SMP's encoder table, timm's
+    configs), so that a wrong tag is refused before anything is fetched."""
+    if encoder_weights is None:
+        return
+    if encoder_name.startswith("tu-"):  # timm's pretrained variant is part of the name; SMP ignores the tag
+        import timm
+
+        if not timm.models.is_model_pretrained(encoder_name[3:]):
+            raise SettingError("encoder_weights", encoder_weights, f"timm model {encoder_name[3:]} has no "
+                               f"pretrained weights; use none (random initialisation)")
+        return
+    tags = list(smp.encoders.encoders[encoder_name]["pretrained_settings"])
+    if encoder_weights not in tags:
+        raise SettingError("encoder_weights", encoder_weights, f"encoder {encoder_name} has "
+                           f"{', '.join(tags) or 'no pretrained weights'}; or none (random initialisation)")
 
 
 def weights_unavailable(encoder_name: str, encoder_weights: str, error: Exception,

@@ -11,9 +11,9 @@ import main
 from tests.conftest import FAST
 
 
-def fails(capsys, out, *argv):
+def fails(capsys, out, *argv, flags=FAST):
     """Run main.py, assert it failed cleanly without writing `out`, and return its one-line message."""
-    assert main.main([*FAST, "--output-dir", str(out), *map(str, argv)]) == 2
+    assert main.main([*flags, "--output-dir", str(out), *map(str, argv)]) == 2
     message = capsys.readouterr().err.strip()
     assert message.startswith("error: ") and "\n" not in message and "Traceback" not in message
     assert not out.exists(), "a failed run must not write its folder"
@@ -108,13 +108,14 @@ def trained(tiny_camvid, tmp_path):
 
 
 def test_checkpoint_of_another_model(trained, tiny_camvid, tmp_path, capsys):
-    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "best.pt", "--arch", "fpn")
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "best.pt", "--arch", "fpn",
+                    flags=())
     assert str(trained / "best.pt") in message and "arch='unet'" in message and "arch='fpn'" in message
     assert "--arch" in message
     state = torch.load(trained / "best.pt", weights_only=True)
     state["model_spec"]["classes"] = state["model_spec"]["classes"][:5]
     torch.save(state, trained / "five.pt")
-    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "five.pt")
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "five.pt", flags=())
     assert "five.pt" in message and "classes" in message
 
 
@@ -127,7 +128,7 @@ def test_truncated_checkpoint(trained, tiny_camvid, tmp_path, capsys, mode):
     argv = {"evaluate": ["--data-dir", tiny_camvid, "--checkpoint", checkpoint],
             "predict": ["--predict", first(tiny_camvid, "test"), "--checkpoint", checkpoint],
             "resume": ["--resume", trained, "--output-dir", trained]}[mode]  # --output-dir: the run's own
-    message = fails(capsys, tmp_path / "out", *argv)
+    message = fails(capsys, tmp_path / "out", *argv, flags=())
     assert str(checkpoint) in message and "corrupt" in message
     assert sorted(p.name for p in trained.iterdir()) == before
 
@@ -152,6 +153,12 @@ def offline(monkeypatch):
 
 def test_unreachable_weights_stop_the_run_in_one_line(offline, tiny_camvid, tmp_path, capsys):
     message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--encoder-weights", "imagenet")
+    assert "'imagenet' weights for encoder resnet18" in message and "--allow-random-init" in message
+
+
+def test_unreachable_weights_stop_a_comparison_before_its_folder(offline, tiny_camvid, tmp_path, capsys):
+    message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--compare", "unet", "--encoder-weights",
+                    "imagenet")
     assert "'imagenet' weights for encoder resnet18" in message and "--allow-random-init" in message
 
 
@@ -221,7 +228,7 @@ def test_a_checkpoint_with_a_nonsense_model_spec_is_one_line(trained, tiny_camvi
     torch.save(state, trained / "nonsense.pt")
     for argv in (["--data-dir", tiny_camvid, "--checkpoint", trained / "nonsense.pt"],
                  ["--predict", first(tiny_camvid, "test"), "--checkpoint", trained / "nonsense.pt"]):
-        message = fails(capsys, tmp_path / "out", *argv)
+        message = fails(capsys, tmp_path / "out", *argv, flags=())
         assert "nonsense.pt" in message and "classes" in message
 
 

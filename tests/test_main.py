@@ -15,6 +15,7 @@ from tests.conftest import FAST, ROOT
 from utils.errors import UsageError
 
 RUN_FILES = {"config.json", "history.csv", "best.pt", "last.pt", "metrics.json"}
+EVALUATE = [flag for flag in FAST if flag not in ("--lr", "1e-3")]  # evaluating a checkpoint refuses --lr
 
 
 def run_main(*argv):
@@ -114,10 +115,11 @@ def test_two_process_gloo_evaluation_equals_one_process(tiny_camvid, tmp_path):
     for folder in ("val", "valannot"):
         (tiny_camvid / folder / "extra.png").write_bytes((tiny_camvid / folder / extra.name).read_bytes())
     single, double = tmp_path / "single", tmp_path / "double"
-    assert run_main("--data-dir", tiny_camvid, "--checkpoint", run / "best.pt", "--output-dir", single) == 0
+    assert main.main([*EVALUATE, "--data-dir", str(tiny_camvid), "--checkpoint", str(run / "best.pt"), "--output-dir",
+                      str(single)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "main.py", *FAST, "--data-dir", str(tiny_camvid), "--checkpoint", str(run / "best.pt"),
+               "main.py", *EVALUATE, "--data-dir", str(tiny_camvid), "--checkpoint", str(run / "best.pt"),
                "--output-dir", str(double)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

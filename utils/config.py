@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from models import ATTENTION_DEPTHS, ModelSpec, SettingError, WeightsUnavailable, check_spec, normalisation, variant_name
+from models import ARCHITECTURES, ATTENTION_DEPTHS, ModelSpec, SettingError, check_spec, check_weights, normalisation, \
+    variant_name
 from utils.data.datasets import DATASETS
 from utils.data.transforms import network_size
 from utils.engine import distributed
@@ -32,11 +33,84 @@ PRESETS = {
     "paper-declared": PAPER | dict(milestones="400,500,700,800,900"),
 }
 LR_GAMMA = 0.5  # the factor at each milestone (the released code's)
-# The flag of each model keyword, for messages that name what the user can change.
-FLAGS = {"arch": "--arch", "encoder_name": "--encoder", "encoder_weights": "--encoder-weights",
-         "att_depth": "--att-depth", "patch_size": "--patch-size", "classes": "--dataset"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its default is main.py's constant of the same name in capitals, its flag --name-with-dashes.
+
+    `resumable`: a resumed run may change it (where its data is and how it runs, not what it computes).
+    `uses`: the actions that read it; evaluating a --checkpoint and --predict refuse a flag they would ignore.
+    """
+    name: str
+    type: type  # how the flag's value is read; bool: --name / --no-name
+    help: str
+    resumable: bool = False
+    uses: tuple[str, ...] = ("train",)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+TRAIN, EVALUATE, PREDICT = ("train",), ("train", "evaluate"), ("train", "evaluate", "predict")
+# The settings, in the order of main.py's constants and of --help. Adding one: a line here, its constant in
+# main.py, its field in RunConfig (what config.json records), and its use.
+SETTINGS = (
+    Setting("dataset", str, ", ".join(DATASETS), uses=EVALUATE),
+    Setting("data_dir", str, "the data set's root folder", resumable=True, uses=EVALUATE),
+    Setting("arch", str, ", ".join(ARCHITECTURES)),
+    Setting("encoder", str, "an SMP encoder name, or tu-<timm model>"),
+    Setting("encoder_weights", str, '"imagenet", another SMP weights tag, or "none" (random initialisation)'),
+    Setting("allow_random_init", bool, "fall back to random initialisation when the weights cannot be fetched"),
+    Setting("att_depth", str, f"the encoder depth AFMA attends to, {', '.join(map(str, ATTENTION_DEPTHS))}, or off "
+            "(the plain SMP baseline); with --compare, one or several, e.g. 1,2,3,4"),
+    Setting("patch_size", int, "AFMA patch size p"),
+    Setting("epochs", int, "training epochs; with --resume, train the run on up to this epoch", resumable=True),
+    Setting("batch_size", int, "images per step (per process)", uses=EVALUATE),
+    Setting("lr", float, "Adam learning rate"),
+    Setting("milestones", str, "comma-separated epochs at which the learning rate halves"),
+    Setting("ce_weight", float, "the loss's weight of the NLL term (AFMA models; the baseline's loss is the NLL "
+            "alone)", uses=EVALUATE),
+    Setting("mse_weight", float, "the loss's weight of the attention MSE term", uses=EVALUATE),
+    Setting("scale", float, "image scale (1.0 = the paper's resolution); with --checkpoint, evaluate at this scale",
+            uses=PREDICT),
+    Setting("device", str, "auto, cpu, cuda, cuda:N", resumable=True, uses=PREDICT),
+    Setting("amp", bool, "mixed precision: bf16 where supported, else fp16 with a gradient scaler", uses=EVALUATE),
+    Setting("tf32", bool, "CUDA: TF32 tensor cores for float32 matrix products and convolutions", resumable=True,
+            uses=EVALUATE),
+    Setting("compile", bool, "torch.compile the model", resumable=True),
+    Setting("seed", int, "seeds Python, NumPy, torch, the shuffling and every sample's augmentation", uses=EVALUATE),
+    Setting("deterministic", bool, "PyTorch's deterministic algorithms (CUDA)", uses=EVALUATE),
+    Setting("workers", str, "data-loader processes, or auto", resumable=True, uses=EVALUATE),
+    Setting("save_every", float, "minutes between writes of last.pt (0: every epoch)", resumable=True),
+    Setting("output_dir", str, "the run folder (empty: a new one under runs/)", uses=PREDICT),
+)
+SETTING = {s.name: s for s in SETTINGS}
 # What a resumed run may change: where its data is and how it runs, not what it computes.
-RESUMABLE = ("data_dir", "workers", "device", "epochs", "save_every", "tf32", "compile")
+RESUMABLE = tuple(s.name for s in SETTINGS if s.resumable)
+# The model keywords whose setting has another name; the flag of every setting and model keyword, for messages.
+MODEL_KEYWORDS = {"encoder_name": "encoder", "classes": "dataset"}
+FLAGS = {s.name: s.flag for s in SETTINGS} | {key: SETTING[name].flag for key, name in MODEL_KEYWORDS.items()}
+# The settings a --checkpoint's model fixes: a flag may repeat them (checked), not change them.
+CHECKPOINT_MODEL = ("arch", "encoder", "att_depth", "patch_size")
+
+
+def setting_defaults(constants: dict) -> dict:
+    """Each setting's default, from main.py's constants (`globals()`): one per setting, named in capitals."""
+    missing = [s.name.upper() for s in SETTINGS if s.name.upper() not in constants]
+    if missing:
+        raise NameError(f"main.py has no constant {', '.join(missing)}: every setting in utils/config.py SETTINGS "
+                        f"needs its default at the top of main.py")
+    return {s.name: constants[s.name.upper()] for s in SETTINGS}
+
+
+def check_unused(explicit: dict, action: str, why: str) -> None:
+    """Refuse, naming them, the flags that `action` ("evaluate" or "predict") would ignore without a word."""
+    unused = [FLAGS[key] for key in explicit if key not in CHECKPOINT_MODEL and action not in SETTING[key].uses]
+    if unused:
+        used = [s.flag for s in SETTINGS if action in s.uses]
+        raise UsageError(f"{why}: leave out {', '.join(unused)} (it uses only {', '.join(used)})")
 
 
 @dataclass(frozen=True)
@@ -51,6 +125,8 @@ class RunConfig:
     global_batch_size: int = 2  # batch_size x the number of processes: the batch one optimiser step sees
     lr: float = 1e-3
     milestones: tuple[int, ...] = ()
+    ce_weight: float = 5.0  # a run saved before the loss weights were settings trained with these (AFMALoss's)
+    mse_weight: float = 1.0
     device: str = "cpu"
     amp: bool = False
     tf32: bool = True
@@ -96,14 +172,12 @@ class RunConfig:
     def settings(self) -> dict:
         """The settings (main.py's names) that give this config back through `make_config`."""
         m = self.model
-        return {"dataset": m.dataset, "data_dir": self.data_dir, "arch": m.arch, "encoder": m.encoder_name,
-                "encoder_weights": self.encoder_weights or "none", "allow_random_init": self.allow_random_init,
-                "att_depth": "off" if m.att_depth is None else str(m.att_depth), "patch_size": m.patch_size,
-                "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                "milestones": ",".join(map(str, self.milestones)), "scale": m.scale, "device": self.device,
-                "amp": self.amp, "tf32": self.tf32, "compile": self.compile, "seed": self.seed,
-                "deterministic": self.deterministic, "workers": self.workers, "save_every": self.save_every,
-                "output_dir": self.output_dir}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # The settings kept in the model spec, or in another form than the flag's.
+        derived = {"dataset": m.dataset, "arch": m.arch, "encoder": m.encoder_name, "patch_size": m.patch_size,
+                   "att_depth": "off" if m.att_depth is None else str(m.att_depth), "scale": m.scale,
+                   "encoder_weights": self.encoder_weights or "none", "milestones": ",".join(map(str, self.milestones))}
+        return {s.name: (fields | derived)[s.name] for s in SETTINGS}
 
 
 def layer_settings(defaults: dict, explicit: dict, preset: str | None = None, saved: dict | None = None,
@@ -117,8 +191,12 @@ def layer_settings(defaults: dict, explicit: dict, preset: str | None = None, sa
 
 
 def make_config(settings: dict, sources: dict | None = None, preset: str | None = None) -> RunConfig:
-    """Check every setting, naming the flag, and build the frozen configuration of a run."""
-    s = settings
+    """Check every setting, naming the flag, and build the frozen configuration of a run.
+
+    It neither prints nor reaches the hub: the model's normalisation is random initialisation's (ImageNet's);
+    `utils.apps.train.build_network` fetches the pretrained weights and puts their own normalisation in.
+    """
+    s, sources = settings, dict(sources or {})
     if s["dataset"] not in DATASETS:
         raise UsageError(f"--dataset {s['dataset']!r} is not valid: choose one of {', '.join(DATASETS)}")
     for option, value, low in (("--epochs", s["epochs"], 1), ("--batch-size", s["batch_size"], 1),
@@ -127,43 +205,57 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
             raise UsageError(f"--{option[2:]} {value} is not valid: it must be at least {low}")
     if not 0 < s["lr"] < float("inf"):
         raise UsageError(f"--lr {s['lr']} is not valid: it must be a positive number")
+    for key in ("ce_weight", "mse_weight"):
+        if not 0 <= s[key] < float("inf"):
+            raise UsageError(f"{FLAGS[key]} {s[key]} is not valid: a loss weight is a number, 0 or more")
     check_scale(s["scale"])
     if not s["save_every"] >= 0:
         raise UsageError(f"--save-every {s['save_every']} is not valid: minutes, 0 or more (0: every epoch)")
     dataset = DATASETS[s["dataset"]]
+    check_data_dir(s["data_dir"], sources.get("data_dir", "flag"), dataset.name)
     device = resolve_device(s["device"])
     weights = None if str(s["encoder_weights"]).lower() in ("none", "") else s["encoder_weights"]
     depth = parse_depth(s["att_depth"])
     try:
-        try:
-            mean, std = normalisation(s["encoder"], weights)
-        except WeightsUnavailable as error:
-            if not s["allow_random_init"]:
-                raise UsageError(f"{error} (or pass --allow-random-init to fall back to it)") from None
-            if distributed.is_main():
-                print(f"warning: {error}; --allow-random-init: training from random initialisation instead")
-            weights = None
-            mean, std = normalisation(s["encoder"], None)
-        mean, std = dataset.normalisation(mean, std)  # LiTS: the encoder's preprocessing of HU values, as released
+        mean, std = input_normalisation(s["dataset"], s["encoder"], None)
         spec = ModelSpec(arch=s["arch"], encoder_name=s["encoder"], classes=tuple(dataset.classes), att_depth=depth,
                          patch_size=s["patch_size"], dataset=s["dataset"], scale=s["scale"],
                          train_size=network_size(dataset.train_size, s["scale"]),
                          eval_size=network_size(dataset.eval_size, s["scale"]), mean=mean, std=std)
         check_spec(spec)
+        check_weights(s["encoder"], weights)
     except SettingError as error:
         if error.option == "patch_size" and "inputs" in error.reason:  # the crops of this --scale are too small
             error.reason += f", or use a larger --scale than {s['scale']} or a smaller --att-depth"
         raise usage_error(error) from None
-    batch_size, processes = per_process_batch(s["batch_size"], (sources or {}).get("batch_size", ""), preset)
-    return RunConfig(
-        model=spec, data_dir=str(s["data_dir"]), encoder_weights=weights, allow_random_init=s["allow_random_init"],
-        class_weights=dataset.class_weights, epochs=s["epochs"], batch_size=batch_size,
-        global_batch_size=batch_size * processes, lr=s["lr"],
-        milestones=parse_milestones(s["milestones"]), device=device, amp=s["amp"], tf32=s["tf32"],
-        compile=s["compile"], seed=s["seed"], deterministic=s["deterministic"], workers=parse_workers(s["workers"], device),
-        save_every=float(s["save_every"]), output_dir=str(s["output_dir"] or ""), preset=preset,
-        sources=dict(sources or {}),
-    )
+    batch_size, processes = per_process_batch(s["batch_size"], sources.get("batch_size", ""), preset)
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    plain = {key: value for key, value in s.items() if key in fields}  # a setting that is a field, as it is
+    return RunConfig(**plain | dict(
+        model=spec, data_dir=str(s["data_dir"]), encoder_weights=weights, class_weights=dataset.class_weights,
+        batch_size=batch_size, global_batch_size=batch_size * processes, milestones=parse_milestones(s["milestones"]),
+        device=device, workers=parse_workers(s["workers"], device), save_every=float(s["save_every"]),
+        output_dir=str(s["output_dir"] or ""), preset=preset, sources=sources,
+    ))
+
+
+def input_normalisation(dataset: str, encoder: str, weights: str | None) -> tuple[tuple, tuple]:
+    """The (mean, std) the encoder's weights expect, as the data set's images need them (LiTS: its HU values, as
+    released). None weights: random initialisation's, known here; pretrained ones read their config (the hub)."""
+    return DATASETS[dataset].normalisation(*normalisation(encoder, weights))
+
+
+def check_data_dir(path, source: str, dataset: str) -> None:
+    """The data folder must exist: say where its path came from (the default is main.py's DATA_DIR)."""
+    if Path(path).is_dir():
+        return
+    what = f"it should be the {dataset} data set's root folder"
+    if source == "default":
+        raise UsageError(f"the default --data-dir {path} is missing: {what} (set DATA_DIR in main.py or pass "
+                         f"--data-dir)")
+    if source == "flag":
+        raise UsageError(f"--data-dir {path} is missing: {what}")
+    raise UsageError(f"--data-dir {path} (the {source}'s) is missing: {what}; pass --data-dir where it is now")
 
 
 def launched_processes() -> int:
@@ -262,16 +354,17 @@ def check_resume_flags(saved: RunConfig, explicit: dict, run_dir: Path) -> None:
     fixed = {key: value for key, value in explicit.items()
              if key not in RESUMABLE and key != "output_dir" and not same(key, saved.settings().get(key), value)}
     if fixed:
-        changes = ", ".join(f"--{key.replace('_', '-')} (was {saved.settings().get(key)!r}, given {value!r})"
+        changes = ", ".join(f"{FLAGS[key]} (was {saved.settings().get(key)!r}, given {value!r})"
                             for key, value in fixed.items())
         raise UsageError(f"--resume {run_dir}: {changes} cannot change in a resumed run; only "
-                         f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} can. Start a new run for other "
-                         f"settings")
+                         f"{', '.join(FLAGS[key] for key in RESUMABLE)} can. Start a new run for other settings")
 
 
 def check_checkpoint_flags(spec: ModelSpec, explicit: dict, path: Path) -> None:
     """A flag that contradicts the checkpoint's model is refused, naming both values."""
-    for key, flag in (("arch", "arch"), ("encoder_name", "encoder"), ("att_depth", "att_depth"), ("patch_size", "patch_size")):
+    keyword_of = {name: keyword for keyword, name in MODEL_KEYWORDS.items()}
+    for flag in CHECKPOINT_MODEL:
+        key = keyword_of.get(flag, flag)
         if flag not in explicit:
             continue
         value = parse_depth(explicit[flag]) if key == "att_depth" else explicit[flag]

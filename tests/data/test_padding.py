@@ -1,7 +1,5 @@
 """No pixel the data does not hold is scored or trained on: padding is IGNORE_LABEL, which the confusion
 matrix, the NLL and the gold AFMA leave out; CamVid frames of the wrong size are refused before any run."""
-import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models import ARCHITECTURES, variant_name
-from utils.apps.train import Resume, check_model_fits, log, stopped_before_first_checkpoint, train
+from utils.apps.train import Resume, build_network, check_model_fits, log, stopped_before_first_checkpoint, train
 from utils.config import RunConfig
 from utils.data.datasets import DATASETS
 from utils.engine import distributed
@@ -59,6 +59,9 @@ def compare(archs: list[str], depths: list[int], out_dir: Path,
                for arch in archs for depth in variants for seed in (seeds or [None])}  # all checked before the first
     for config in configs.values():
         check_model_fits(config)
+    first = next(iter(configs.values()))
+    if first.encoder_weights:  # fetched now (then cached for every run), or refused before the folder is taken
+        build_network(first)
     claim_folder(out_dir, settings)
     runs = {key: finish(config) for key, config in configs.items()}
     report = out_dir / "comparison.md"

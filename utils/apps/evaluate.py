@@ -11,7 +11,7 @@ from utils.engine import distributed
 from utils.engine.checkpoint import checkpoint_spec, load_model_state
 from utils.engine.device import setup_device
 from utils.engine.evaluate import evaluate
-from utils.engine.setup import prepare
+from utils.engine.setup import prepare_run
 from utils.files import write_json
 from utils.reporting.tables import format_table
 
@@ -30,7 +30,7 @@ def evaluate_checkpoint(config: RunConfig, path: Path, state: dict) -> dict:
     trained_scale = checkpoint_spec(state, path).scale
     if config.model.scale != trained_scale:
         log(f"note: evaluating at --scale {config.model.scale}; {path} was trained at scale {trained_scale}")
-    engine = prepare(model, device, config.amp, config.class_weights)
+    engine = prepare_run(model, device, config)
     results = {split: evaluate(model, engine, make_loader(data, config.batch_size, config.workers, config.seed, False,
                                                           device, persistent=False), config.classes,
                                small_objects=True, desc=split)

@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from models import WeightsUnavailable, build_model
-from utils.config import LR_GAMMA, RunConfig, run_dir_name
+from utils.config import LR_GAMMA, RunConfig, input_normalisation, run_dir_name
 from utils.data.datasets import DATASETS, build_dataset
 from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import build_transforms
@@ -31,7 +31,7 @@ from utils.engine.checkpoint import CheckpointSaver, load_checkpoint, load_model
 from utils.engine.device import setup_device
 from utils.engine.evaluate import evaluate, write_per_image
 from utils.engine.seeding import rng_state, set_rng_state
-from utils.engine.setup import prepare
+from utils.engine.setup import prepare_run
 from utils.engine.train import train_one_epoch
 from utils.errors import Interrupted, NonFiniteLoss, Terminated, UsageError
 from utils.files import remove_partial_writes, write_csv, write_json
@@ -68,7 +68,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
             raise UsageError(problem)
     config = config.replace(output_dir=str(run_dir))
 
-    engine = prepare(model, device, config.amp, config.class_weights)
+    engine = prepare_run(model, device, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
     scaler = engine.scaler  # restored from last.pt and saved with every checkpoint
@@ -179,15 +179,20 @@ def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
 
 
 def build_network(config: RunConfig, pretrained: bool = True):
-    """The model; if its weights cannot be fetched and --allow-random-init is on, the same at random init."""
-    spec = config.model.to_dict()
+    """The model, and the config with the normalisation its weights expect (their config, from the hub). The one
+    place of the fallback: if the weights cannot be fetched and --allow-random-init is on, random initialisation."""
+    weights = config.encoder_weights if pretrained else None  # a resumed run's come from last.pt, and its spec
+    if weights is None:
+        return build_model(**config.model.to_dict()), config
     try:
-        return build_model(encoder_weights=config.encoder_weights if pretrained else None, **spec), config
+        mean, std = input_normalisation(config.dataset, config.model.encoder_name, weights)
+        fetched = config.replace(model=config.model.replace(mean=mean, std=std))
+        return build_model(encoder_weights=weights, **fetched.model.to_dict()), fetched
     except WeightsUnavailable as error:
         if not config.allow_random_init:
             raise UsageError(f"{error} (or pass --allow-random-init to fall back to it)") from None
         log(f"warning: {error}; --allow-random-init: training from random initialisation instead")
-        return build_model(encoder_weights=None, **spec), config.replace(encoder_weights=None)
+        return build_model(**config.model.to_dict()), config.replace(encoder_weights=None)
 
 
 def load_splits(config: RunConfig, names) -> dict:

@@ -30,10 +30,10 @@ class Engine:
         return output, loss, targets
 
 
-def prepare(model, device: torch.device, amp: bool = False, class_weights=None,
-            channels_last: bool | None = None) -> Engine:
+def prepare(model, device: torch.device, amp: bool = False, class_weights=None, ce_weight: float = 5.0,
+            mse_weight: float = 1.0, channels_last: bool | None = None) -> Engine:
     """Move `model` to `device` and build its steps' engine: autocast with `amp`, the loss with `class_weights`
-    and the normaliser of the model's own spec (the mean and std its encoder expects).
+    and its two terms' weights (AFMALoss), and the normaliser of the model's own spec (the mean and std its encoder expects).
 
     The model takes the normaliser's layout, channels_last on CUDA (Normalizer); `channels_last` overrides it
     (the benchmarks compare both).
@@ -44,4 +44,9 @@ def prepare(model, device: torch.device, amp: bool = False, class_weights=None,
     model.to(device, memory_format=normalizer.memory_format)
     amp_dtype = autocast_dtype(device, amp)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    return Engine(device, amp_dtype, AFMALoss(class_weights).to(device), normalizer, scaler)
+    return Engine(device, amp_dtype, AFMALoss(class_weights, ce_weight, mse_weight).to(device), normalizer, scaler)
+
+
+def prepare_run(model, device: torch.device, config) -> Engine:
+    """`prepare` with a run's settings (a RunConfig): its --amp, class weights and loss weights."""
+    return prepare(model, device, config.amp, config.class_weights, config.ce_weight, config.mse_weight)
