@@ -3,7 +3,8 @@
 - best.pt: the model's weights and its `ModelSpec` (enough to rebuild and feed it: `load_model`), the run's
   config, the epoch and its validation mIoU. Written whenever validation mIoU improves.
 - last.pt: best.pt's fields plus everything a resume needs (optimizer, LR schedule, gradient scaler, history,
-  best score, every rank's random generators). Written after the first epoch, after the last, and otherwise
+  best score, every rank's random generators) and what the run trained on (`trained_on`: a resume that differs
+  is refused). Written after the first epoch, after the last, and otherwise
   once `save_every` minutes have passed since the previous one (0: after every epoch), so that a 300 MB
   write does not stall every short epoch. A kill loses the epochs since the last write of last.pt.
 When both are due, best.pt is written first, so that the pair is consistent at every instant (a SIGKILL between
