@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,13 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     action = p.add_argument_group("actions (default: train a new run)")
     action.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt; only "
                         + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE) + " may change")
+    action.add_argument("--allow-changed-run", action="store_true", help="with --resume (or --compare): resume "
+                        "although the data's files or the number of processes (the global batch) differ from what "
+                        "the run was trained with; refused otherwise")
+    action.add_argument("--resume-if-exists", action="store_true", help="for schedulers that requeue the same "
+                        "command: if --output-dir holds a run of these settings, continue it as --resume would (a "
+                        "finished one: nothing to do); a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) does so "
+                        "by itself")
     action.add_argument("--checkpoint", metavar="FILE", help="best.pt or last.pt of a run: alone, evaluate it on the "
                         "val and test splits (the model and its scale come from the file; metrics.json into "
                         "--output-dir if given); with --predict, the model to use")
@@ -96,10 +104,11 @@ def new_run(args, explicit) -> RunConfig:
     return make_config(settings, sources, args.preset)
 
 
-def resumed_run(args, explicit):
-    """The run in --resume RUN_DIR with its own settings, less what the flags may change."""
-    from utils.apps.train import Resume, stopped_before_first_checkpoint
-    from utils.engine.checkpoint import load_checkpoint
+def resumed_run(args, explicit, status=None):
+    """The run in --resume RUN_DIR with its own settings, less what the flags may change (`status`: the folder's
+    run_status, when the caller has it already)."""
+    from utils.apps.train import Resume
+    from utils.engine.checkpoint import Stage, run_status
 
     run_dir = Path(args.resume)
     last = run_dir / "last.pt"
@@ -107,14 +116,14 @@ def resumed_run(args, explicit):
         raise UsageError(f"--resume {run_dir} continues in that folder: leave out --output-dir {explicit['output_dir']}")
     if args.preset:
         raise UsageError(f"--resume {run_dir} keeps the run's own settings: leave out --preset {args.preset}")
-    if last.is_file():
-        state = load_checkpoint(last)
+    status = status or run_status(run_dir)
+    state = status.last
+    if state:
         saved = saved_config(state["config"], last)
-    elif stopped_before_first_checkpoint(run_dir):
-        state = None
+    elif status.stage() is Stage.STARTED:
         saved = saved_config(json.loads((run_dir / "config.json").read_text()), run_dir / "config.json")
-        print(f"{run_dir} has no checkpoint yet (it stopped during its first epoch): starting it again from epoch 1 "
-              f"with its saved settings")
+        say(f"{run_dir} has no checkpoint yet (it stopped during its first epoch): starting it again from epoch 1 "
+            f"with its saved settings")
     else:
         raise UsageError(f"--resume {run_dir}: no last.pt there; give the folder of a run started by main.py")
     check_resume_flags(saved, explicit, run_dir)
@@ -125,12 +134,49 @@ def resumed_run(args, explicit):
     config = config.replace(model=saved.model, encoder_weights=saved.encoder_weights)  # exactly the model it was
     if state and state["epoch"] > config.epochs:
         raise UsageError(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")
-    if state and state["epoch"] == config.epochs:
-        if (run_dir / "metrics.json").is_file():
-            more = "" if "epochs" in explicit else f"; give --epochs N (more than {state['epoch']}) to train it on"
-            raise UsageError(f"{run_dir} has already trained and tested its {state['epoch']} epochs{more}")
-        print(f"{run_dir} finished training but not its final evaluation: evaluating the best epoch now")
-    return config, Resume(run_dir, state)
+    if status.stage(config.epochs) is Stage.FINISHED:
+        more = "" if "epochs" in explicit else f"; give --epochs N (more than {state['epoch']}) to train it on"
+        raise UsageError(f"{run_dir} has already trained and tested its {state['epoch']} epochs{more}")
+    if status.stage(config.epochs) is Stage.TRAINED:
+        say(f"{run_dir} finished training but not its final evaluation: evaluating the best epoch now")
+    return config, Resume(run_dir, state, args.allow_changed_run)
+
+
+def restarted() -> bool:
+    """A torchrun restart of the process group (--max-restarts): the same command, after a rank failed."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def requeued_run(args, explicit):
+    """--resume-if-exists or a torchrun restart: the run in --output-dir, continued if it is this command's.
+    Returns (config, Resume), "finished", or None (no run there yet: start it)."""
+    from utils.engine.checkpoint import Stage, run_status
+
+    run_dir = Path(explicit["output_dir"])
+    status = run_status(run_dir)
+    if not status.last:  # empty, or stopped before its first checkpoint: the new run (re)starts there
+        return None
+    new, saved = new_run(args, explicit), saved_config(status.last["config"], run_dir / "last.pt")
+    now, then = new.settings(), saved.settings()
+    changed = [key for key in now if key not in (*RESUMABLE, "output_dir") and now[key] != then[key]]
+    if changed:
+        key = changed[0]
+        raise UsageError(f"--output-dir {run_dir} holds a run with other settings (--{key.replace('_', '-')} "
+                         f"{then[key]!r} there, {now[key]!r} now): choose another folder, or continue that run with "
+                         f"--resume {run_dir}")
+    if status.epoch == new.epochs and status.stage(new.epochs) is Stage.FINISHED:
+        say(f"{run_dir} has already trained and tested its {status.epoch} epochs: nothing to do")
+        return "finished"
+    flags = {key: value for key, value in explicit.items() if key in RESUMABLE}
+    flags |= {"epochs": new.epochs} if new.epochs != saved.epochs else {}  # the command's length, given or not
+    resume = argparse.Namespace(**{**vars(args), "resume": str(run_dir), "preset": None})
+    return resumed_run(resume, flags, status)
+
+
+def say(message: str) -> None:
+    """Print on rank 0 only (under torchrun, before the process group exists)."""
+    if distributed.launched_rank() == 0:
+        print(message, flush=True)
 
 
 def saved_config(data: dict, path: Path) -> RunConfig:
@@ -180,6 +226,9 @@ def run(args, explicit) -> int:
                          f"--checkpoint)")
     if args.seeds is not None and not args.compare:
         raise UsageError("--seeds goes with --compare ARCH: it trains every model of the comparison once per seed")
+    if args.resume_if_exists and (actions or args.checkpoint or not explicit.get("output_dir")):
+        raise UsageError("--resume-if-exists goes with a new run's command and its --output-dir: the folder that "
+                         "command continues when it runs again")
     if args.predict:
         from utils.apps.predict import predict
         from utils.config import check_scale, resolve_device
@@ -208,6 +257,13 @@ def run(args, explicit) -> int:
     if args.resume:
         train(*resumed_run(args, explicit))
         return 0
+    if (args.resume_if_exists or restarted()) and explicit.get("output_dir"):
+        requeued = requeued_run(args, explicit)
+        if requeued == "finished":
+            return 0
+        if requeued:
+            train(*requeued)
+            return 0
     train(new_run(args, explicit))
     return 0
 
@@ -232,7 +288,7 @@ def compare(args, explicit) -> int:
         identity |= {"seeds": seeds, "seed": None}
     for key in (*RESUMABLE, "output_dir"):  # where and how it runs, and how long, is no part of what it compares
         identity.pop(key, None)
-    run_comparison(archs, depths, out_dir, make_run, identity, seeds)
+    run_comparison(archs, depths, out_dir, make_run, identity, seeds, args.allow_changed_run)
     return 0
 
 
@@ -249,22 +305,29 @@ def parse_seeds(value: str) -> list[int]:
 
 # ------------------------------------------------------------------------------------------- entry point
 def main(argv=None) -> int:
-    """Exit status: 0 done; 2 a setting, data or checkpoint error (one line); 130 Ctrl-C; 143 SIGTERM."""
+    """Exit status: 0 done; 2 a setting, data or checkpoint error (one line); 130 Ctrl-C; 143 SIGTERM.
+    Under torchrun every rank meets the same errors and stops (they are decided by rank 0 and broadcast, or
+    computed alike): rank 0 alone says so."""
     args, explicit = parse_args(argv)
+    speaks = distributed.launched_rank() == 0
     try:
         with stop_signals():
             return run(args, explicit)
     except Interrupted as stop:
-        print(stop, file=sys.stderr)
+        if speaks:
+            print(stop, file=sys.stderr)
         return stop.exit_code
     except AFMAError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if speaks:
+            print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if speaks:
+            print("interrupted", file=sys.stderr)
         return 130
     except Terminated:
-        print("terminated (SIGTERM)", file=sys.stderr)
+        if speaks:
+            print("terminated (SIGTERM)", file=sys.stderr)
         return 143
     finally:
         distributed.cleanup()

@@ -1,9 +1,12 @@
 """A run folder belongs to one run from its creation: a second run there is refused, naming the owner; a dead
 run's claim does not block --resume."""
+import errno
+import os
 import subprocess
 import sys
 
 import main
+import utils.apps.train as training
 from tests.conftest import FAST
 
 HOLD = """
@@ -53,3 +56,18 @@ def test_a_dead_runs_claim_does_not_block_resume_but_a_live_one_does(tiny_camvid
         holder.wait()
     # The holder is dead; its "4242 otherhost" is still in the file, and blocks nothing.
     assert main.main(["--resume", str(run), "--epochs", "2"]) == 0
+
+
+def test_an_existing_read_only_output_dir_is_one_line(tiny_camvid, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "read-only"
+    run.mkdir()
+    run.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: the file system refuses instead
+        def read_only(path, *args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+        monkeypatch.setattr(training, "open", read_only, raising=False)
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith(f"error: --output-dir {run.resolve()} cannot be written") and message.count("\n") == 1
+    assert list(run.iterdir()) == []

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models import build_model
-from utils.engine.checkpoint import CheckpointSaver, load_checkpoint, load_model, save
+from utils.engine.checkpoint import CheckpointSaver, Progress, Stage, adopt_newer_best, load_checkpoint, load_model, \
+    run_status, save
 from utils.engine.seeding import rng_state, set_rng_state
 from utils.errors import CheckpointError
 from utils.files import write_json
@@ -94,3 +95,34 @@ def test_files_follow_the_umask_and_json_has_null_for_nan(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and json.loads(text) == {"miou": None, "iou": {"pole": None, "road": 0.5}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "m.json"]  # no temporary file left
+
+
+def test_run_status_names_each_stage_of_a_run_folder(tmp_path):
+    run = tmp_path / "run"
+    assert run_status(run).stage() is Stage.EMPTY
+    run.mkdir()
+    (run / ".lock").write_text("1 host\n")
+    assert run_status(run).stage() is Stage.EMPTY  # a claim alone: nothing of a run yet
+    (run / "notes.txt").write_text("mine")
+    assert run_status(run).stage() is Stage.FOREIGN
+    (run / "config.json").write_text("{}")
+    assert run_status(run).stage() is Stage.STARTED
+    save(fake_state(2)() | {"config": {"epochs": 3}}, run / "last.pt")
+    status = run_status(run)
+    assert status.epoch == 2 and status.stage() is Stage.RESUMABLE and status.stage(2) is Stage.TRAINED
+    (run / "metrics.json").write_text("{}")
+    assert run_status(run).stage(2) is Stage.FINISHED and run_status(run).stage(4) is Stage.RESUMABLE
+
+
+def test_a_best_checkpoint_newer_than_last_is_the_best_so_far_at_resume(tmp_path, capsys):
+    # Killed between best.pt (epoch 3) and last.pt (epoch 2): if the re-trained epoch 3 scores lower (a
+    # non-deterministic GPU), best.pt is not rewritten, so the resumed run must already count best.pt's epoch 3.
+    save({"model": {}, "model_spec": {}, "config": {}, "epoch": 3, "val_miou": 0.7}, tmp_path / "best.pt")
+    progress = adopt_newer_best(Progress(2, 0.5, 1, [], []), tmp_path / "best.pt")
+    assert (progress.best_miou, progress.best_epoch) == (0.7, 3)
+    assert "holds epoch 3, after last.pt's epoch 2" in capsys.readouterr().out
+    kept = adopt_newer_best(Progress(3, 0.7, 3, [], []), tmp_path / "best.pt")  # the usual case: nothing newer
+    assert (kept.best_miou, kept.best_epoch) == (0.7, 3)
+    save({"model": {}, "model_spec": {}, "config": {}, "epoch": 3, "val_miou": math.nan}, tmp_path / "best.pt")
+    unlabelled = adopt_newer_best(Progress(2, -1.0, 1, [], []), tmp_path / "best.pt")  # no score to keep
+    assert (unlabelled.best_miou, unlabelled.best_epoch) == (-1.0, 1)

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models import ARCHITECTURES, variant_name
-from utils.apps.train import Resume, build_network, check_model_fits, log, stopped_before_first_checkpoint, train
+from utils.apps.train import Resume, build_network, check_model_fits, log, train
 from utils.config import RunConfig
 from utils.data.datasets import DATASETS
 from utils.engine import distributed
-from utils.engine.checkpoint import load_checkpoint
+from utils.engine.checkpoint import Stage, run_status
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
 from utils.errors import UsageError
 from utils.files import write_atomic, write_json
@@ -47,12 +47,13 @@ def run_name(arch: str, depth: int | None, seed: int | None) -> str:
 
 def compare(archs: list[str], depths: list[int], out_dir: Path,
             make_run: Callable[[str, int | None, int | None, Path], RunConfig], settings: dict,
-            seeds: list[int] | None = None) -> Path:
+            seeds: list[int] | None = None, allow_changed: bool = False) -> Path:
     """Train (or reuse, or resume) every run of the comparison and write comparison.md and one plot per arch.
 
     `make_run(arch, depth, seed, run_dir)` gives a run's checked config (seed None: the --seed one); `seeds`
     (None: just that one) are the same for every model, so the runs pair seed by seed; `settings` identify the
     comparison: a folder holding another comparison's record is refused, naming the first difference.
+    `allow_changed`: resume runs on changed data or another number of processes (--allow-changed-run).
     """
     variants = [None, *depths]
     configs = {(arch, depth, seed): make_run(arch, depth, seed, out_dir / run_name(arch, depth, seed))
@@ -63,7 +64,7 @@ def compare(archs: list[str], depths: list[int], out_dir: Path,
     if first.encoder_weights:  # fetched now (then cached for every run), or refused before the folder is taken
         build_network(first)
     claim_folder(out_dir, settings)
-    runs = {key: finish(config) for key, config in configs.items()}
+    runs = {key: finish(config, allow_changed) for key, config in configs.items()}
     report = out_dir / "comparison.md"
     if distributed.is_main():
         first = next(iter(configs.values()))
@@ -124,20 +125,20 @@ def claim_folder(out_dir: Path, settings: dict) -> None:
         raise UsageError(problem)
 
 
-def finish(config: RunConfig) -> dict:
+def finish(config: RunConfig, allow_changed: bool = False) -> dict:
     """A finished run's metrics, or the run trained (resumed where it has a last.pt)."""
     run_dir = Path(config.output_dir)
-    metrics, last = run_dir / "metrics.json", run_dir / "last.pt"
-    state = load_checkpoint(last) if last.is_file() else None
-    if state and state["epoch"] > config.epochs:  # every model of the table trains the same number of epochs
-        raise UsageError(f"{run_dir} has trained {state['epoch']} epochs, more than --epochs {config.epochs}: repeat "
-                         f"the comparison with --epochs {state['epoch']} or more, or choose a new --output-dir")
-    if state and state["epoch"] == config.epochs and metrics.is_file():
+    status = run_status(run_dir)
+    if status.last and status.epoch > config.epochs:  # every model of the table trains the same number of epochs
+        raise UsageError(f"{run_dir} has trained {status.epoch} epochs, more than --epochs {config.epochs}: repeat "
+                         f"the comparison with --epochs {status.epoch} or more, or choose a new --output-dir")
+    stage = status.stage(config.epochs)
+    if stage is Stage.FINISHED:
         log(f"{run_dir}: finished earlier, kept")
-        return json.loads(metrics.read_text())
-    if state:  # interrupted, or trained on to more epochs
-        return train(config, Resume(run_dir, state))
-    if run_dir.exists() and not stopped_before_first_checkpoint(run_dir) and any(run_dir.iterdir()):
+        return json.loads((run_dir / "metrics.json").read_text())
+    if status.last:  # interrupted, or trained on to more epochs
+        return train(config, Resume(run_dir, status.last, allow_changed))
+    if stage is Stage.FOREIGN:
         raise UsageError(f"{run_dir} is neither a finished run nor one to resume: move it away and run again")
     return train(config)
 

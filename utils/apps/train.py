@@ -27,10 +27,11 @@ from utils.data.datasets import DATASETS, build_dataset
 from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import build_transforms
 from utils.engine import distributed
-from utils.engine.checkpoint import CheckpointSaver, load_checkpoint, load_model_state
+from utils.engine.checkpoint import CLAIM, CheckpointSaver, Progress, kept_epoch, load_checkpoint, load_model_state, \
+    restore_training, run_changes, stopped_before_first_checkpoint, trained_on, training_state
 from utils.engine.device import setup_device
 from utils.engine.evaluate import evaluate, write_per_image
-from utils.engine.seeding import rng_state, set_rng_state
+from utils.engine.seeding import rng_state
 from utils.engine.setup import prepare_run
 from utils.engine.train import train_one_epoch
 from utils.errors import Interrupted, NonFiniteLoss, Terminated, UsageError
@@ -47,6 +48,7 @@ CURVES_EVERY_S = 30  # curves.png is redrawn after an epoch when this long has p
 class Resume:
     run_dir: Path
     state: dict | None  # last.pt; None for a run stopped before its first checkpoint (it starts over)
+    allow_changed: bool = False  # --allow-changed-run: resume on other data or another number of processes
 
 
 def log(message: str) -> None:
@@ -61,6 +63,9 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     model, config = build_network(config, pretrained=state is None)  # a resumed run's weights come from last.pt
     splits = load_splits(config, ("train", "val", "test"))
     check_sizes(model, splits, config)
+    record = trained_on(splits, distributed.world_size(), config.global_batch_size)
+    if state:
+        check_same_run(resume, record)
     run_dir = resume.run_dir if resume else prepare_run_dir(config)
     if resume:
         problem = distributed.broadcast_object(claim_problem(run_dir, "--resume") if distributed.is_main() else None)
@@ -75,22 +80,17 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device,
                                   persistent=split != "test")  # the test split is read once, at the end
                for split, data in splits.items()}
-    start_epoch, best_miou, best_epoch, history, earlier = 1, -1.0, None, [], []
+    progress = Progress(0, -1.0, None, [], [])
     if state:
-        load_model_state(model, state, run_dir / "last.pt")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, best_miou, history = state["epoch"] + 1, state["best_miou"], state["history"]
-        best_epoch = state.get("best_epoch")
-        note_newer_best(run_dir, state["epoch"])
-        earlier = state.get("earlier_metrics", []) + finished_metrics(run_dir, state["epoch"])
-        set_rng_state(state["rng"][min(distributed.rank(), len(state["rng"]) - 1)])
-        log(f"resuming {run_dir} after epoch {state['epoch']} of {config.epochs} (best val mIoU so far {best_miou:.4f})")
+        progress = restore_training(state, model, optimizer, scheduler, scaler, run_dir / "last.pt")
+        progress.earlier += finished_metrics(run_dir, progress.epoch)
+        log(f"resuming {run_dir} after epoch {progress.epoch} of {config.epochs} (best val mIoU so far "
+            f"{progress.best_miou:.4f})")
+    start_epoch, best_miou, best_epoch, history, earlier = (progress.epoch + 1, progress.best_miou, progress.best_epoch,
+                                                            progress.history, progress.earlier)
     if distributed.is_main():
         remove_partial_writes(run_dir)  # a killed write's temporary file (a checkpoint's: hundreds of MB)
-        write_json(run_dir / "config.json", describe_run(config, device))
+        write_json(run_dir / "config.json", describe_run(config, device) | {"trained_on": record})
     net = wrap(model, device, config.compile)
     saver = CheckpointSaver(run_dir, config.save_every, enabled=distributed.is_main())
     board = tensorboard_writer(run_dir)
@@ -116,11 +116,8 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
             log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
                 f"val mIoU {val['miou']:.4f}{' (best)' if improved else ''}")
             rngs = gather_rng_states()  # every rank takes part, whether or not last.pt is written now
-            saver.after_epoch(epoch, epoch == config.epochs, improved, lambda: {
-                "model": model.state_dict(), "model_spec": config.model.to_dict(), "config": config.to_dict(),
-                "epoch": epoch, "best_miou": best_miou, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                "history": history, "rng": rngs, "earlier_metrics": earlier, "best_epoch": best_epoch})
+            saver.after_epoch(epoch, epoch == config.epochs, improved, lambda: training_state(
+                model, config, epoch, best_miou, best_epoch, optimizer, scheduler, scaler, history, rngs, earlier, record))
             if distributed.is_main():
                 write_csv(run_dir / "history.csv", history)
                 if board:
@@ -140,7 +137,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                    for split in ("val", "test")}
         per_image = {split: result.pop("per_image_confusion") for split, result in results.items()}
     except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(run_dir, stop, saver.last_epoch or (state["epoch"] if state else None)) from None
+        raise interrupted(run_dir, stop) from None
     finally:
         close_loaders(loaders.values())
         if board:
@@ -153,17 +150,6 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config.classes))
         draw_run_figures(run_dir, model, splits["test"], engine.normalizer, history, results, config, FIGURE_IMAGES)
     return results
-
-
-def note_newer_best(run_dir: Path, last_epoch: int) -> None:
-    """A kill between best.pt and last.pt leaves a best.pt of an epoch after last.pt's: it is trained again, and
-    best.pt rewritten when it improves again (always, on the CPU with a fixed seed)."""
-    path = run_dir / "best.pt"
-    if path.is_file():
-        epoch = load_checkpoint(path)["epoch"]
-        if epoch > last_epoch:
-            log(f"note: {path} holds epoch {epoch}, after last.pt's epoch {last_epoch} (stopped between the two "
-                f"writes): epochs {last_epoch + 1}..{epoch} are trained again")
 
 
 def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
@@ -264,7 +250,7 @@ def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
     return run_dir
 
 
-CLAIM = ".lock"  # RUN/.lock: flock-ed by the run's rank 0 for the run's life; holds "PID host" of its owner
+# RUN/.lock (CLAIM): flock-ed by the run's rank 0 for the run's life; holds "PID host" of its owner.
 _claims: dict[Path, object] = {}  # the claims this process holds, by folder
 
 
@@ -304,16 +290,26 @@ def release_claim(run_dir: Path, remove: bool = False) -> None:
         file.close()
 
 
-def stopped_before_first_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "config.json").is_file() and not (run_dir / "last.pt").exists()
+def check_same_run(resume: Resume, record: dict) -> None:
+    """Refuse to resume on other data, or with another number of processes (another global batch), unless
+    --allow-changed-run: best-epoch selection would compare scores of different val sets, an epoch would have
+    other steps. last.pt records `trained_on` since this check exists; older runs are not checked."""
+    recorded = resume.state.get("trained_on")
+    changes = run_changes(recorded, record) if recorded else []
+    if not changes:
+        return
+    if not resume.allow_changed:
+        raise UsageError(f"--resume {resume.run_dir}: {'; '.join(changes)}; pass --allow-changed-run to resume anyway")
+    log(f"note: --allow-changed-run: resuming {resume.run_dir} although {'; '.join(changes)}")
 
 
-def interrupted(run_dir: Path, stop: BaseException, kept_epoch: int | None) -> Interrupted:
-    """What a Ctrl-C or SIGTERM leaves (`kept_epoch`: the epoch in last.pt, None without one), and how to go on."""
+def interrupted(run_dir: Path, stop: BaseException) -> Interrupted:
+    """What a Ctrl-C or SIGTERM leaves, read from the folder (every rank says the same), and how to go on."""
     code = 143 if isinstance(stop, Terminated) else 130
     name = "terminated (SIGTERM)" if code == 143 else "interrupted"
-    if kept_epoch is not None:
-        return Interrupted(f"{name}: {run_dir / 'last.pt'} (epoch {kept_epoch}) is kept; continue with: python main.py "
+    epoch = kept_epoch(run_dir)
+    if epoch is not None:
+        return Interrupted(f"{name}: {run_dir / 'last.pt'} (epoch {epoch}) is kept; continue with: python main.py "
                            f"--resume {run_dir}", code)
     return Interrupted(f"{name} before the first checkpoint: run the same command again, or python main.py --resume "
                        f"{run_dir}, to start it over", code)

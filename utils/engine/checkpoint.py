@@ -3,22 +3,33 @@
 - best.pt: the model's weights and its `ModelSpec` (enough to rebuild and feed it: `load_model`), the run's
   config, the epoch and its validation mIoU. Written whenever validation mIoU improves.
 - last.pt: best.pt's fields plus everything a resume needs (optimizer, LR schedule, gradient scaler, history,
-  best score, every rank's random generators). Written after the first epoch, after the last, and otherwise
+  best score, every rank's random generators) and what the run trained on (`trained_on`: a resume that differs
+  is refused). Written after the first epoch, after the last, and otherwise
   once `save_every` minutes have passed since the previous one (0: after every epoch), so that a 300 MB
   write does not stall every short epoch. A kill loses the epochs since the last write of last.pt.
 When both are due, best.pt is written first, so that the pair is consistent at every instant (a SIGKILL between
 any two writes included): last.pt never names a best epoch that best.pt does not hold.
 Both load with `torch.load(..., weights_only=True)`: tensors and plain containers only.
+
+last.pt's fields are built by `training_state` and read back by `restore_training`, nowhere else; what a run
+folder holds (empty, started, resumable, trained, finished) is `run_status`, the one answer train, --resume and
+--compare all use.
 """
 from __future__ import annotations
 
+import enum
+import hashlib
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from models import ModelSpec, build_model, check_spec
+from utils.engine import distributed
+from utils.engine.seeding import set_rng_state
 from utils.errors import CheckpointError
 from utils.files import write_atomic
 from utils.signals import deferred_stops
@@ -117,3 +128,148 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path} does not fit this model ({first}); use a checkpoint of the same model") from None
+
+
+# ------------------------------------------------------------------------------------ last.pt: the training state
+def training_state(model, config, epoch: int, best_miou: float, best_epoch: int | None, optimizer, scheduler, scaler,
+                   history: list, rngs: list, earlier: list, trained_on: dict) -> dict:
+    """last.pt's dict (best.pt takes its model, model_spec, config and epoch)."""
+    return {"model": model.state_dict(), "model_spec": config.model.to_dict(), "config": config.to_dict(),
+            "epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
+            "history": history, "rng": rngs, "earlier_metrics": earlier, "trained_on": trained_on}
+
+
+@dataclass
+class Progress:
+    """Where a resumed run stands: the last epoch trained and the best so far."""
+    epoch: int
+    best_miou: float
+    best_epoch: int | None
+    history: list
+    earlier: list  # the summaries of the run's earlier finishes (a finished run trained on: --epochs N)
+
+
+def restore_training(state: dict, model, optimizer, scheduler, scaler, path: Path) -> Progress:
+    """Load last.pt's `state` into the model, optimizer, schedule, scaler and this rank's random generators."""
+    load_model_state(model, state, path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"][min(distributed.rank(), len(state["rng"]) - 1)])
+    progress = Progress(state["epoch"], state["best_miou"], state.get("best_epoch"), state["history"],
+                        state.get("earlier_metrics", []))
+    return adopt_newer_best(progress, Path(path).parent / "best.pt")
+
+
+def adopt_newer_best(progress: Progress, best_path: Path) -> Progress:
+    """A kill between best.pt and last.pt leaves a best.pt of an epoch after last.pt's. Its epochs are trained
+    again; on a non-deterministic GPU the re-run may score lower and not rewrite best.pt, so best.pt's score is
+    the best so far: the run then keeps best.pt and names its epoch, whichever timeline it came from."""
+    if not best_path.is_file():
+        return progress
+    best = load_checkpoint(best_path)
+    if best["epoch"] <= progress.epoch:
+        return progress
+    if distributed.is_main():
+        print(f"note: {best_path} holds epoch {best['epoch']}, after last.pt's epoch {progress.epoch} (stopped "
+              f"between the two writes): epochs {progress.epoch + 1}..{best['epoch']} are trained again", flush=True)
+    score = best.get("val_miou", math.nan)
+    if math.isnan(score):  # a val split without labels: the re-trained epoch writes best.pt again
+        return progress
+    progress.best_miou, progress.best_epoch = score, best["epoch"]
+    return progress
+
+
+# ------------------------------------------------------------------------- what the run trained on, and changes
+def split_record(dataset) -> dict:
+    """A split's file count and a cheap fingerprint of its file names (relative to the data set's root, so that
+    moving the data changes nothing)."""
+    def name(path):
+        path = Path(path)
+        return (path.relative_to(dataset.root) if path.is_relative_to(dataset.root) else path.name).as_posix()
+
+    names = "\n".join(f"{name(image)}\t{name(label)}" for image, label in dataset.pairs)
+    return {"files": len(dataset.pairs), "names_sha1": hashlib.sha1(names.encode()).hexdigest()}
+
+
+def trained_on(splits: dict, world_size: int, global_batch_size: int) -> dict:
+    """What a run trains on, recorded in config.json and last.pt: a resume that differs is refused."""
+    return {"data": {split: split_record(data) for split, data in splits.items()}, "world_size": world_size,
+            "global_batch_size": global_batch_size}
+
+
+def run_changes(recorded: dict, current: dict) -> list[str]:
+    """What differs between a run's record (`trained_on`) and this resume's, in words; [] if nothing."""
+    changes = []
+    for split, now in current["data"].items():
+        then = recorded.get("data", {}).get(split)
+        if not then or then == now:
+            continue
+        if then["files"] == now["files"]:
+            changes.append(f"the {split} split's {now['files']} file names differ from those the run was trained on")
+        else:
+            changes.append(f"the {split} split has {now['files']} files, the run was trained with {then['files']}")
+    if (recorded["world_size"], recorded["global_batch_size"]) != (current["world_size"], current["global_batch_size"]):
+        changes.append(f"{current['world_size']} processes (global batch {current['global_batch_size']}), the run was "
+                       f"trained by {recorded['world_size']} (global batch {recorded['global_batch_size']})")
+    return changes
+
+
+# ------------------------------------------------------------------------------------------ a run folder's status
+CLAIM = ".lock"  # RUN/.lock: the claim of the run that owns the folder (utils.apps.train.claim_problem)
+
+
+class Stage(enum.Enum):
+    EMPTY = "empty"  # no folder, or nothing in it but a claim
+    STARTED = "started"  # config.json but no last.pt: stopped before its first checkpoint, starts again
+    RESUMABLE = "resumable"  # last.pt of an epoch before the last
+    TRAINED = "trained"  # last.pt of the last epoch, but no metrics.json: its final evaluation is due
+    FINISHED = "finished"  # trained and tested: metrics.json
+    FOREIGN = "foreign"  # files, but neither config.json nor last.pt: not a run of main.py
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_dir: Path
+    last: dict | None  # last.pt, loaded
+    started: bool  # config.json is there
+    tested: bool  # metrics.json is there
+    empty: bool
+
+    @property
+    def epoch(self) -> int | None:
+        return self.last["epoch"] if self.last else None
+
+    def stage(self, epochs: int | None = None) -> Stage:
+        """The stage against `epochs` (default: the run's own; --epochs N extends a finished run)."""
+        if self.last:
+            epochs = epochs or self.last["config"]["epochs"]
+            return Stage.RESUMABLE if self.epoch < epochs else Stage.FINISHED if self.tested else Stage.TRAINED
+        return Stage.STARTED if self.started else Stage.EMPTY if self.empty else Stage.FOREIGN
+
+
+def run_status(run_dir: Path) -> RunStatus:
+    """What `run_dir` holds (last.pt is loaded: a corrupt one is a CheckpointError)."""
+    run_dir = Path(run_dir)
+    last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
+    empty = not run_dir.is_dir() or all(path.name == CLAIM for path in run_dir.iterdir())
+    return RunStatus(run_dir, last, stopped_before_first_checkpoint(run_dir), (run_dir / "metrics.json").is_file(),
+                     empty)
+
+
+def stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    """config.json without last.pt (cheap: reads no checkpoint)."""
+    return (run_dir / "config.json").is_file() and not (run_dir / "last.pt").exists()
+
+
+def kept_epoch(run_dir: Path) -> int | None:
+    """The epoch in run_dir/last.pt, None without one; memory-mapped, so it reads little of a large file."""
+    path = Path(run_dir) / "last.pt"
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+    except Exception:  # noqa: BLE001 - a message's detail; the file is checked again when it is resumed
+        return None

@@ -17,7 +17,12 @@ def init_distributed(device: torch.device) -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # torchrun's store outlives a restart (--max-restarts): each rank's address from the failed group stays in it,
+    # and the restarted group would connect to the dead processes (gloo: "connectFullMesh failed ... Connection
+    # refused"). The keys of each restart go under their own prefix.
+    store, rank_, world = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"restart{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank_, world_size=world)
     return device
 
 
@@ -27,6 +32,11 @@ def is_distributed() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun launched it (RANK), known before the process group starts; 0 otherwise."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
