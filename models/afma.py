@@ -44,7 +44,8 @@ def patches(maps: Tensor, patch_size: int) -> Tensor:
     b, c, h, w = maps.shape
     gh, gw = patch_grid(h, w, patch_size)
     p = patch_size
-    cropped = maps[:, :, : gh * p, : gw * p]
+    # Cropped only where needed: a slice's backward writes the gradient into a zeroed copy of the whole map.
+    cropped = maps if (gh * p, gw * p) == (h, w) else maps[:, :, : gh * p, : gw * p]
     return cropped.reshape(b, c, gh, p, gw, p).permute(0, 1, 2, 4, 3, 5).reshape(b, c, gh * gw, p * p)
 
 
@@ -110,8 +111,8 @@ def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.M
     """
     weight = merged_transform_weight(transform)
     return FactoredAttention(
-        image=F.relu(patches(image_maps, patch_size) @ weight),
-        feature=F.relu(patches(feature_maps, patch_size) @ weight),
+        image=(patches(image_maps, patch_size) @ weight).relu_(),  # in place: the product keeps its inputs
+        feature=(patches(feature_maps, patch_size) @ weight).relu_(),
         grid=patch_grid(*image_maps.shape[-2:], patch_size),
         stride=image_maps.shape[-2] // feature_maps.shape[-2],
     )
@@ -195,7 +196,7 @@ def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride:
 
 
 def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:
-    """logits * fold(rows) + logits in one pass (§4.6): fold is read as a permuted view, never copied.
+    """logits * fold(rows) + logits (§4.6): fold is read as a permuted view, never copied.
 
     Pixels outside whole patches have R = 0 and keep their logits.
     """
@@ -206,7 +207,8 @@ def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:
         return logits.clone()
     z = logits[:, :, : gh * p, : gw * p].unflatten(2, (gh, p)).unflatten(4, (gw, p))  # (B, C, gh, p, gw, p) view
     r = rows.view(b, c, gh, gw, p, p).transpose(3, 4)  # fold_patches' permutation, as a view
-    corrected = torch.addcmul(z, z, r).reshape(b, c, gh * p, gw * p)
+    # z * r + z as a product and an in-place sum: addcmul's one pass would cost its backward two products by 1.
+    corrected = z.mul(r).add_(z).reshape(b, c, gh * p, gw * p)
     if (gh * p, gw * p) == (h, w):
         return corrected
     return torch.cat([torch.cat([corrected, logits[:, :, : gh * p, gw * p :]], 3), logits[:, :, gh * p :]], 2)
@@ -282,10 +284,19 @@ def merged_conv_pair(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
 
     top, bottom = beyond(x[:, :, :p1], (r, r, r, 0)), beyond(x[:, :, -p1:], (r, r, 0, r))
     left, right = beyond(x[..., :p1], (r, 0, p1, p1)), beyond(x[..., -p1:], (0, r, p1, p1))
-    out[:, :, :p2] -= contribution(top, (0, 0, 0, 2 * p2))
-    out[:, :, -p2:] -= contribution(bottom, (0, 0, 2 * p2, 0))
-    out[..., :p2] -= contribution(left, (0, 2 * p2, p2, p2))  # corners belong to the top and bottom strips
-    out[..., -p2:] -= contribution(right, (2 * p2, 0, p2, p2))
+    b, c, h, w = out.shape
+    every = (torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1))
+    rows, cols = torch.arange(h, device=x.device).view(h, 1), torch.arange(w, device=x.device)
+    first, last = slice(None, p2), slice(-p2, None)
+    # Subtracted by index into the map itself, not through slice views: each in-place write to a view costs
+    # the backward a copy of the whole gradient, where index_put_ with accumulate passes it through.
+    for strip, padding, (rows_at, cols_at) in (
+        (top, (0, 0, 0, 2 * p2), (rows[first], cols)),
+        (bottom, (0, 0, 2 * p2, 0), (rows[last], cols)),
+        (left, (0, 2 * p2, p2, p2), (rows, cols[first])),  # corners belong to the top and bottom strips
+        (right, (2 * p2, 0, p2, p2), (rows, cols[last])),
+    ):
+        out.index_put_((*every, rows_at, cols_at), -contribution(strip, padding), accumulate=True)
     return out
 
 
