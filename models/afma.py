@@ -7,13 +7,16 @@ image-resolution / feature-resolution maps, s the feature map's stride.
     §1  patches, the two branches and the shared patch transform T  ->  AFMA = T(img) T(fea)^T / P
     §2  the output correction  z' = z * (1 + R)
     §3  the gold AFMA and the MSE that trains the attention
-    §4  exact speed-ups: the merged image-branch convolution, the blocked non-zero count, the channels-last
-        argmax of the one-hot, the Gram identity
+    §4  exact speed-ups: 4.1 the merged image-branch convolution, 4.2 the blocked non-zero count from the
+        supports (bf16 where the CPU multiplies it natively), 4.3 the factored product and the Gram identity,
+        4.4 T's two linear maps as one matrix, 4.5 the pooled one-hot from counts, 4.6 the fold read as a view;
+        and the channels-last argmax of the one-hot
 
 The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
 factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
-is only formed when someone asks (`.dense()`), or without gradient, in half precision and in row blocks, to
-count each row's non-zeros (the one step that still costs O(Li Lf P), §4.2).
+is only formed when someone asks (`.dense()`), or without gradient, as 0/1 supports in 16 bits where the
+device multiplies them fastest and in row blocks, to count each row's non-zeros (the one step that still
+costs O(Li Lf P), §4.2).
 The public functions `patch_attention`, `modify_output` and `gold_afma` take and return dense tensors too;
 `models/reference.py` is the slow literal transcription every one of them is tested against.
 """
@@ -44,8 +47,7 @@ def patches(maps: Tensor, patch_size: int) -> Tensor:
     b, c, h, w = maps.shape
     gh, gw = patch_grid(h, w, patch_size)
     p = patch_size
-    # Cropped only where needed: a slice's backward writes the gradient into a zeroed copy of the whole map.
-    cropped = maps if (gh * p, gw * p) == (h, w) else maps[:, :, : gh * p, : gw * p]
+    cropped = maps[:, :, : gh * p, : gw * p]
     return cropped.reshape(b, c, gh, p, gw, p).permute(0, 1, 2, 4, 3, 5).reshape(b, c, gh * gw, p * p)
 
 
@@ -193,25 +195,6 @@ def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride:
         counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + COUNT_EPS
         correction = (attention / counts) @ pooled.to(attention.dtype)
     return add_folded_product(logits, correction.to(logits.dtype), patch_size)
-
-
-def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:
-    """logits * fold(rows) + logits (§4.6): fold is read as a permuted view, never copied.
-
-    Pixels outside whole patches have R = 0 and keep their logits.
-    """
-    b, c, h, w = logits.shape
-    gh, gw = patch_grid(h, w, patch_size)
-    p = patch_size
-    if gh * gw == 0:
-        return logits.clone()
-    z = logits[:, :, : gh * p, : gw * p].unflatten(2, (gh, p)).unflatten(4, (gw, p))  # (B, C, gh, p, gw, p) view
-    r = rows.view(b, c, gh, gw, p, p).transpose(3, 4)  # fold_patches' permutation, as a view
-    # z * r + z as a product and an in-place sum: addcmul's one pass would cost its backward two products by 1.
-    corrected = z.mul(r).add_(z).reshape(b, c, gh * p, gw * p)
-    if (gh * p, gw * p) == (h, w):
-        return corrected
-    return torch.cat([torch.cat([corrected, logits[:, :, : gh * p, gw * p :]], 3), logits[:, :, gh * p :]], 2)
 
 
 # ----------------------------------------------------------------------------------- §3 gold and loss
@@ -397,6 +380,25 @@ def pooled_one_hot(labels: Tensor, classes: int, stride: int, dtype: torch.dtype
         + torch.arange(hs, device=labels.device).view(hs, 1, 1, 1) * ws + torch.arange(ws, device=labels.device).view(ws, 1)
     counts = torch.bincount((cells * (hs * ws) + first).flatten(), minlength=b * classes * hs * ws)
     return counts.view(b, classes, hs, ws).to(dtype) / (stride * stride)
+
+
+def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:
+    """logits * fold(rows) + logits (§4.6): fold is read as a permuted view, never copied.
+
+    Pixels outside whole patches have R = 0 and keep their logits.
+    """
+    b, c, h, w = logits.shape
+    gh, gw = patch_grid(h, w, patch_size)
+    p = patch_size
+    if gh * gw == 0:
+        return logits.clone()
+    z = logits[:, :, : gh * p, : gw * p].unflatten(2, (gh, p)).unflatten(4, (gw, p))  # (B, C, gh, p, gw, p) view
+    r = rows.view(b, c, gh, gw, p, p).transpose(3, 4)  # fold_patches' permutation, as a view
+    # z * r + z as a product and an in-place sum: addcmul's one pass would cost its backward two products by 1.
+    corrected = z.mul(r).add_(z).reshape(b, c, gh * p, gw * p)
+    if (gh * p, gw * p) == (h, w):
+        return corrected
+    return torch.cat([torch.cat([corrected, logits[:, :, : gh * p, gw * p :]], 3), logits[:, :, gh * p :]], 2)
 
 
 def gram_inner(a_left: Tensor, a_right: Tensor, b_left: Tensor, b_right: Tensor) -> Tensor:
