@@ -7,13 +7,16 @@ image-resolution / feature-resolution maps, s the feature map's stride.
     §1  patches, the two branches and the shared patch transform T  ->  AFMA = T(img) T(fea)^T / P
     §2  the output correction  z' = z * (1 + R)
     §3  the gold AFMA and the MSE that trains the attention
-    §4  exact speed-ups: the merged image-branch convolution, the blocked non-zero count, the channels-last
-        argmax of the one-hot, the Gram identity
+    §4  exact speed-ups: 4.1 the merged image-branch convolution, 4.2 the blocked non-zero count from the
+        supports (bf16 where the CPU multiplies it natively), 4.3 the factored product and the Gram identity,
+        4.4 T's two linear maps as one matrix, 4.5 the pooled one-hot from counts, 4.6 the fold read as a view;
+        and the channels-last argmax of the one-hot
 
 The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
 factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
-is only formed when someone asks (`.dense()`), or without gradient, in half precision and in row blocks, to
-count each row's non-zeros (the one step that still costs O(Li Lf P), §4.2).
+is only formed when someone asks (`.dense()`), or without gradient, as 0/1 supports in 16 bits where the
+device multiplies them fastest and in row blocks, to count each row's non-zeros (the one step that still
+costs O(Li Lf P), §4.2).
 The public functions `patch_attention`, `modify_output` and `gold_afma` take and return dense tensors too;
 `models/reference.py` is the slow literal transcription every one of them is tested against.
 """
@@ -55,6 +58,8 @@ def fold_patches(rows: Tensor, size: tuple[int, int], patch_size: int) -> Tensor
     gh, gw = patch_grid(h, w, patch_size)
     p = patch_size
     image = rows.reshape(b, c, gh, gw, p, p).permute(0, 1, 2, 4, 3, 5).reshape(b, c, gh * p, gw * p)
+    if (gh * p, gw * p) == (h, w):  # whole patches only: no padded copy of the whole map
+        return image
     return F.pad(image, (0, w - gw * p, 0, h - gh * p))
 
 
@@ -103,11 +108,13 @@ class FactoredAttention:
 def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.Module, patch_size: int) -> FactoredAttention:
     """Apply the one shared patch transform T to the patches of both branches (§1.3-1.4).
 
-    The stride is measured, not assumed: dilated encoders keep stride 8 past depth 3.
+    T's two linear maps run as one P x P matrix (§4.4). The stride is measured, not assumed: dilated
+    encoders keep stride 8 past depth 3.
     """
+    weight = merged_transform_weight(transform)
     return FactoredAttention(
-        image=transform(patches(image_maps, patch_size)),
-        feature=transform(patches(feature_maps, patch_size)),
+        image=(patches(image_maps, patch_size) @ weight).relu_(),  # in place: the product keeps its inputs
+        feature=(patches(feature_maps, patch_size) @ weight).relu_(),
         grid=patch_grid(*image_maps.shape[-2:], patch_size),
         stride=image_maps.shape[-2] // feature_maps.shape[-2],
     )
@@ -145,7 +152,8 @@ class AFMA(nn.Module):
 
     def forward(self, x: Tensor, feature: Tensor) -> FactoredAttention:
         # The 3-channel input in NCHW even inside a channels_last model: cuDNN's NHWC kernels for a 9x9
-        # convolution from 3 channels are several times slower, and the patches need NCHW anyway.
+        # convolution from 3 channels are several times slower, and cutting NHWC maps into patches costs the
+        # CPU more than oneDNN's NHWC kernel saves on the convolution.
         image_maps = merged_conv_pair(x.contiguous(), *self.image_branch)
         feature_maps = self.feature_branch(feature) * self.feature_scale
         return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
@@ -167,9 +175,9 @@ def one_hot(labels: Tensor, classes: int, dtype: torch.dtype = torch.float32) ->
 
 
 def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> Tensor:
-    """patches(avg_pool(one_hot(argmax_c logits), s)): (B, C, Lf, P), no gradient (§2)."""
+    """patches(avg_pool(one_hot(argmax_c logits), s)): (B, C, Lf, P), no gradient (§2), as counts (§4.5)."""
     with torch.no_grad():
-        return patches(F.avg_pool2d(one_hot(class_argmax(logits), logits.shape[1], logits.dtype), stride, stride), patch_size)
+        return patches(pooled_one_hot(class_argmax(logits), logits.shape[1], stride, logits.dtype), patch_size)
 
 
 def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int) -> Tensor:
@@ -181,12 +189,12 @@ def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride:
     pooled = pooled_prediction_patches(logits, stride, patch_size)
     if isinstance(attention, FactoredAttention):
         mixed = attention.feature.transpose(-1, -2) @ pooled.to(attention.feature.dtype)
-        correction = attention.image @ mixed / (attention.patch_area * (attention.row_nonzeros() + COUNT_EPS))
+        # In place on the product's own output: the product keeps its inputs, not its output, for backward.
+        correction = (attention.image @ mixed).div_(attention.patch_area * (attention.row_nonzeros() + COUNT_EPS))
     else:
         counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + COUNT_EPS
         correction = (attention / counts) @ pooled.to(attention.dtype)
-    correction = fold_patches(correction, logits.shape[-2:], patch_size).to(logits.dtype)
-    return logits * correction + logits
+    return add_folded_product(logits, correction.to(logits.dtype), patch_size)
 
 
 # ----------------------------------------------------------------------------------- §3 gold and loss
@@ -259,47 +267,92 @@ def merged_conv_pair(x: Tensor, first: nn.Conv2d, second: nn.Conv2d) -> Tensor:
 
     top, bottom = beyond(x[:, :, :p1], (r, r, r, 0)), beyond(x[:, :, -p1:], (r, r, 0, r))
     left, right = beyond(x[..., :p1], (r, 0, p1, p1)), beyond(x[..., -p1:], (0, r, p1, p1))
-    out[:, :, :p2] -= contribution(top, (0, 0, 0, 2 * p2))
-    out[:, :, -p2:] -= contribution(bottom, (0, 0, 2 * p2, 0))
-    out[..., :p2] -= contribution(left, (0, 2 * p2, p2, p2))  # corners belong to the top and bottom strips
-    out[..., -p2:] -= contribution(right, (2 * p2, 0, p2, p2))
+    b, c, h, w = out.shape
+    every = (torch.arange(b, device=x.device).view(b, 1, 1, 1), torch.arange(c, device=x.device).view(1, c, 1, 1))
+    rows, cols = torch.arange(h, device=x.device).view(h, 1), torch.arange(w, device=x.device)
+    first, last = slice(None, p2), slice(-p2, None)
+    # Subtracted by index into the map itself, not through slice views: each in-place write to a view costs
+    # the backward a copy of the whole gradient, where index_put_ with accumulate passes it through.
+    for strip, padding, (rows_at, cols_at) in (
+        (top, (0, 0, 0, 2 * p2), (rows[first], cols)),
+        (bottom, (0, 0, 2 * p2, 0), (rows[last], cols)),
+        (left, (0, 2 * p2, p2, p2), (rows, cols[first])),  # corners belong to the top and bottom strips
+        (right, (2 * p2, 0, p2, p2), (rows, cols[last])),
+    ):
+        out.index_put_((*every, rows_at, cols_at), -contribution(strip, padding), accumulate=True)
     return out
 
 
-# Row block for the non-zero count: bounds its transient (B, C, rows, Lf) buffer to 2**24 elements (64 MB in
-# float32), whatever the batch, classes and input size.
+def merged_transform_weight(transform: nn.Module) -> Tensor:
+    """(P, P) W with T(rows) = relu(rows @ W), for T = Linear(P, 2P), Linear(2P, P), both without bias, ReLU (§4.4).
+
+    With nothing between the two linear maps, x W1^T W2^T = x (W2 W1)^T: P^2 multiply-adds per row instead of
+    4 P^2, forward and backward alike, and no 2P-wide intermediate kept for backward. The product of the
+    two small weights is formed on every call, so the gradients still reach both.
+    """
+    first, second, activation = transform
+    assert isinstance(first, nn.Linear) and isinstance(second, nn.Linear) and isinstance(activation, nn.ReLU), \
+        "T must be Linear, Linear, ReLU"
+    assert first.bias is None and second.bias is None, "T's linear maps have no bias"
+    return (second.weight @ first.weight).transpose(0, 1)
+
+
+# Elements of one block of the non-zero count's (matrices, rows, Lf) product: bounds its transient buffer to 2**24
+# elements (32 MB in 16 bits) whatever the batch, classes and input size. Smaller blocks were measured slower on
+# the CPU (1.6x at 2**19): each product call packs its right factor again.
 COUNT_BLOCK_ELEMENTS = 1 << 24
+
+
+def support_dtype(device: torch.device) -> torch.dtype:
+    """The float type the 0/1 supports are multiplied in: the fastest one, as any is exact for the count.
+
+    The products are 0 or 1 exactly and their sum is 0 exactly when all of them are: rounding never takes a
+    sum of non-negative terms to 0 (an overflow gives +inf, non-zero too). CUDA multiplies float16 fastest;
+    a CPU with native bf16 dot products (AVX512-BF16, AMX) multiplies bfloat16 several times faster than
+    float32, where elsewhere bfloat16 would be emulated: float32 there.
+    """
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else torch.float32
 
 
 def count_row_nonzeros(image: Tensor, feature: Tensor) -> Tensor:
     """(B, C, Li, 1): non-zero entries per row of image @ feature^T, exactly and without gradient (§4.2).
 
     Assumes both factors are non-negative (T ends in a ReLU): then an entry is a sum of non-negative
-    products, non-zero exactly when the supports of the two rows meet. The support products are 0/1 sums of
-    at most P terms, exact in half precision (P <= 2048), which the GPU multiplies fastest; the row blocks
-    bound the transient memory. Packing the supports into int64 words and counting pairs with a non-zero AND
-    was measured slower on the CPU (2.0 s against 0.64 s at depth 1, 640x960): in eager PyTorch each of its
-    elementwise steps is one more pass over all Li x Lf pairs, where the matrix product's inner loop stays in
-    registers.
+    products, non-zero exactly when the supports of the two rows meet. The overlaps of the 0/1 supports are
+    multiplied in row blocks (`support_dtype`, `COUNT_BLOCK_ELEMENTS`). A non-negative float is non-zero iff
+    the integer under its bits is (sums of +0 and positive products give no -0), so min(bits, 1) summed over
+    a row is its count: one in-place pass over the block while it is in cache, no bool tensor, no cast.
+    Packing the supports into int64 words and counting pairs with a non-zero AND was measured slower on the
+    CPU (2.0 s against 0.64 s for float32 products at depth 1, 640x960): each eager elementwise step is one
+    more pass over all Li x Lf pairs, where the product's inner loop stays in registers.
     """
     with torch.no_grad():
         if not image.is_cuda:  # on CUDA the check would be a host sync every forward; the ReLU guarantees it
-            assert not (image < 0).any() and not (feature < 0).any(), "the count needs non-negative factors"
-        half = image.is_cuda and image.shape[-1] <= 2048
-        dtype = torch.float16 if half else torch.float32
-        support = (image > 0).to(dtype)
-        feature_t = (feature > 0).to(dtype).transpose(-1, -2)
-        b, c, li, _ = support.shape
-        block = max(1, COUNT_BLOCK_ELEMENTS // max(1, b * c * feature_t.shape[-1]))
-
-        def count(rows):  # overlaps are whole numbers >= 0: min(overlap, 1) is the 0/1 indicator, in place,
-            # about half the time of a bool `> 0` and its integer sum; summed in float32, exact up to 2**24.
-            return (rows @ feature_t).clamp_(max=1).sum(-1, dtype=torch.float32)
-
-        counts = torch.cat([count(support[:, :, i : i + block]) for i in range(0, li, block)], dim=2) \
-            if li else support.new_zeros(b, c, 0, dtype=torch.float32)
+            assert all(t.numel() == 0 or t.min() >= 0 for t in (image, feature)), "the count needs non-negative factors"
+        b, c, li, area = image.shape
+        lf, bc = feature.shape[2], b * c
+        dtype = support_dtype(image.device)
+        bits = torch.int16 if dtype.itemsize == 2 else torch.int32
+        total = torch.int16 if lf < 2**15 else torch.int32  # a row's count is at most Lf; int16 sums faster
+        support = torch.gt(image, 0, out=image.new_empty(image.shape, dtype=dtype)).view(bc, li, area)  # no bool copy
+        feature_t = (feature > 0).to(dtype).reshape(bc, lf, area).transpose(1, 2).contiguous()  # (BC, P, Lf)
+        matrices = max(1, bc) if image.is_cuda else 1  # the CPU's bmm into `out` is slower than one mm per matrix
+        rows = max(1, COUNT_BLOCK_ELEMENTS // (matrices * max(1, lf)))
+        buffer = torch.empty(matrices * min(rows, li) * lf, dtype=dtype, device=image.device)
+        counts = torch.empty(bc, li, dtype=total, device=image.device)
+        for m in range(0, bc, matrices):
+            for i in range(0, li, rows):
+                n = min(rows, li - i)
+                overlaps = buffer[: matrices * n * lf].view(matrices, n, lf)
+                if image.is_cuda:
+                    torch.bmm(support[m : m + matrices, i : i + n], feature_t[m : m + matrices], out=overlaps)
+                else:
+                    torch.mm(support[m, i : i + n], feature_t[m], out=overlaps[0])
+                torch.sum(overlaps.view(bits).clamp_(max=1), -1, dtype=total, out=counts[m : m + matrices, i : i + n])
         # float32 at least: a bf16 count of a few thousand would already be rounded.
-        return counts.unsqueeze(-1).to(torch.promote_types(image.dtype, torch.float32))
+        return counts.view(b, c, li, 1).to(torch.promote_types(image.dtype, torch.float32))
 
 
 def class_argmax(logits: Tensor) -> Tensor:
@@ -310,6 +363,42 @@ def class_argmax(logits: Tensor) -> Tensor:
     The same op in the same order of channels: ties and NaN resolve exactly as in argmax.
     """
     return logits.permute(0, 2, 3, 1).contiguous().argmax(-1)
+
+
+def pooled_one_hot(labels: Tensor, classes: int, stride: int, dtype: torch.dtype) -> Tensor:
+    """avg_pool(one_hot(labels), s) (B, C, H // s, W // s), from one bincount of (image, class, cell) indices (§4.5).
+
+    The pool of a one-hot is, per class and s x s cell, the number of its pixels in the cell over s^2: counting
+    them directly skips the (B, C, H, W) one-hot and its pool, C times the memory traffic of the labels. The
+    same quotient of the same integer count in `dtype` as the pool computes. Indices outside [0, C) never
+    occur here: the labels come from an argmax over the C classes.
+    """
+    b, h, w = labels.shape
+    hs, ws = h // stride, w // stride
+    cells = labels[:, : hs * stride, : ws * stride].reshape(b, hs, stride, ws, stride)
+    first = torch.arange(b, device=labels.device).view(b, 1, 1, 1, 1) * (classes * hs * ws) \
+        + torch.arange(hs, device=labels.device).view(hs, 1, 1, 1) * ws + torch.arange(ws, device=labels.device).view(ws, 1)
+    counts = torch.bincount((cells * (hs * ws) + first).flatten(), minlength=b * classes * hs * ws)
+    return counts.view(b, classes, hs, ws).to(dtype) / (stride * stride)
+
+
+def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:
+    """logits * fold(rows) + logits (§4.6): fold is read as a permuted view, never copied.
+
+    Pixels outside whole patches have R = 0 and keep their logits.
+    """
+    b, c, h, w = logits.shape
+    gh, gw = patch_grid(h, w, patch_size)
+    p = patch_size
+    if gh * gw == 0:
+        return logits.clone()
+    z = logits[:, :, : gh * p, : gw * p].unflatten(2, (gh, p)).unflatten(4, (gw, p))  # (B, C, gh, p, gw, p) view
+    r = rows.view(b, c, gh, gw, p, p).transpose(3, 4)  # fold_patches' permutation, as a view
+    # z * r + z as a product and an in-place sum: addcmul's one pass would cost its backward two products by 1.
+    corrected = z.mul(r).add_(z).reshape(b, c, gh * p, gw * p)
+    if (gh * p, gw * p) == (h, w):
+        return corrected
+    return torch.cat([torch.cat([corrected, logits[:, :, : gh * p, gw * p :]], 3), logits[:, :, gh * p :]], 2)
 
 
 def gram_inner(a_left: Tensor, a_right: Tensor, b_left: Tensor, b_right: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from models.afma import (
     AFMA,
     FactoredAttention,
     attention_mse,
+    add_folded_product,
     class_argmax,
     count_row_nonzeros,
     factored_attention,
@@ -14,9 +15,12 @@ from models.afma import (
     fold_patches,
     gold_afma,
     merged_conv_pair,
+    merged_transform_weight,
     modify_output,
+    one_hot,
     patch_attention,
     patches,
+    pooled_one_hot,
 )
 from models.reference import literal_gold_afma, literal_modify_output, literal_patch_attention, literal_patches
 
@@ -179,9 +183,14 @@ def literal_row_nonzeros(image, feature):
     return meet.any(-1).sum(-1, keepdim=True).float()
 
 
+@pytest.mark.parametrize("support", [torch.bfloat16, torch.float32, torch.float16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("p", [3, 8, 10, 13])  # P = 9, 64, 100, 169: under, at, between and over 64-bit words
-def test_row_nonzeros_equal_the_literal_count_on_adversarial_rows(p, dtype):
+@pytest.mark.parametrize("p", [3, 8, 10, 13, 17])  # P = 9, 64, 100, 169, 289: around 64-bit words and bf16's 256
+def test_row_nonzeros_equal_the_literal_count_on_adversarial_rows(p, dtype, support, monkeypatch):
+    """Whatever float type the supports are multiplied in: the count only asks whether a sum is 0."""
+    import models.afma as afma
+
+    monkeypatch.setattr(afma, "support_dtype", lambda device: support)
     torch.manual_seed(0)
     image = torch.relu(torch.randn(2, 3, 40, p * p)).to(dtype)
     feature = torch.relu(torch.randn(2, 3, 30, p * p) - 1.5).to(dtype)  # sparse: many pairs do not meet
@@ -215,3 +224,87 @@ def test_class_argmax_equals_argmax_with_ties(dtype, channels_last):
     labels = class_argmax(logits)
     assert torch.equal(labels, logits.argmax(1))
     assert labels[0, 0, 0] == 0 and labels[1, 0, 0] == 3  # the lowest of the tied indices
+
+
+def test_row_nonzeros_of_rows_longer_than_int16():
+    """A row meeting 2**15 + 3 feature patches: its count is summed past int16."""
+    image, feature = torch.ones(1, 1, 2, 4), torch.zeros(1, 1, 2**15 + 5, 4)
+    feature[..., 2:, 1] = 1
+    assert count_row_nonzeros(image, feature).flatten().tolist() == [2**15 + 3] * 2
+
+
+def test_support_dtype_is_bf16_only_with_native_bf16(monkeypatch):
+    import models.afma as afma
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert afma.support_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert afma.support_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+def test_merged_transform_equals_the_two_linear_maps_values_and_gradients():
+    transform = make_transform(5, torch.float64)
+    rows = torch.randn(2, 3, 7, 25, dtype=torch.float64)
+    grads = []
+    for merged in (False, True):
+        transform.zero_grad()
+        out = torch.relu(rows @ merged_transform_weight(transform)) if merged else transform(rows)
+        (out * torch.linspace(-1, 1, 25, dtype=torch.float64)).sum().backward()
+        grads.append([out.detach()] + [m.weight.grad.clone() for m in transform[:2]])
+    for ours, reference in zip(grads[1], grads[0]):
+        assert max_error(ours, reference) < 1e-12
+    assert grads[1][1].abs().sum() > 0 and grads[1][2].abs().sum() > 0
+
+
+def test_merged_transform_refuses_another_transform():
+    with_bias = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 4, bias=False), nn.ReLU())
+    with pytest.raises(AssertionError, match="bias"):
+        merged_transform_weight(with_bias)
+    with pytest.raises(AssertionError, match="Linear, Linear, ReLU"):
+        merged_transform_weight(nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 4, bias=False)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("stride", [1, 2, 3, 8])
+def test_pooled_one_hot_equals_the_pool_of_the_one_hot(stride, dtype):
+    """Bit for bit, cells cut off by a remainder included; the labels of an argmax with ties."""
+    torch.manual_seed(0)
+    labels = class_argmax(torch.randint(-2, 3, (2, 5, 37, 41)).to(dtype))
+    reference = nn.functional.avg_pool2d(one_hot(labels, 5, dtype), stride, stride)
+    ours = pooled_one_hot(labels, 5, stride, dtype)
+    assert ours.dtype == dtype and torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [(40, 60), (47, 73), (3, 7)])  # whole patches, remainders, no whole patch
+def test_add_folded_product_equals_the_folded_correction(size, channels_last):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, *size)
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    rows = torch.randn(2, 3, (size[0] // 5) * (size[1] // 5), 25)
+    reference = logits * fold_patches(rows, size, 5) + logits
+    assert torch.equal(add_folded_product(logits, rows, 5), reference)
+
+
+def graph_nodes(tensor):
+    """Names of every autograd node behind `tensor`."""
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+def test_training_graph_copies_no_whole_map():
+    """The merged convolution's border is subtracted by index, not through views of the map: each write to a
+    view (CopySlices) would cost the backward a copy of the whole gradient."""
+    module = AFMA(feature_channels=8, classes=3, depth=1, patch_size=5)
+    x, feature = torch.randn(1, 3, 40, 60), torch.randn(1, 8, 20, 30, requires_grad=True)
+    logits = torch.randn(1, 3, 40, 60, requires_grad=True)
+    attention = module(x, feature)
+    nodes = graph_nodes(module.correct(logits, attention).sum() + attention.image.sum())
+    assert "ConvolutionBackward0" in nodes and "IndexPutBackward0" in nodes
+    assert "CopySlices" not in nodes
