@@ -49,13 +49,26 @@ def changed(table: list[str], row: str, old: str, new: str) -> list[str]:
     return [line.replace(old, new) if line.startswith(row) else line for line in table]
 
 
-def test_equal_log_passes(tmp_path, capsys):
+@pytest.fixture
+def recording_machine(monkeypatch):
+    """This machine as the one the README's table was recorded on: the scores are compared exactly."""
+    recorded = check_readme.RECORDED.search(check_readme.README.read_text())
+    assert recorded is not None, "the README names the machine its example output was recorded on"
+    monkeypatch.setattr(check_readme, "environment", lambda: recorded.group(1))
+
+
+@pytest.fixture
+def other_machine(monkeypatch):
+    monkeypatch.setattr(check_readme, "environment", lambda: "another CPU, 2 threads, torch 0")
+
+
+def test_equal_log_passes(tmp_path, capsys, recording_machine):
     (tmp_path / "run.txt").write_text(log_with(README_TABLE))
     assert check_readme.main(["--log", str(tmp_path / "run.txt")]) == 0
 
 
 @pytest.mark.parametrize("tolerance, expected", [(0.0, 1), (0.00005, 1), (0.0002, 0)])
-def test_a_changed_score_is_found_unless_within_tolerance(tmp_path, capsys, tolerance, expected):
+def test_a_changed_score_is_found_unless_within_tolerance(tmp_path, capsys, tolerance, expected, recording_machine):
     miou_row = next(line for line in README_TABLE if line.startswith("mIoU "))
     value = miou_row.split()[1]
     bumped = f"{float(value) + 0.0001:.4f}"
@@ -78,3 +91,20 @@ def test_a_log_without_a_table_is_one_error(tmp_path, capsys):
     (tmp_path / "run.txt").write_text("error: something failed\n")
     assert check_readme.main(["--log", str(tmp_path / "run.txt")]) == 2
     assert capsys.readouterr().err.startswith("error: the run printed no results table")
+
+
+def test_on_another_machine_scores_may_differ_but_not_rows(tmp_path, capsys, other_machine):
+    miou_row = next(line for line in README_TABLE if line.startswith("mIoU "))
+    value = miou_row.split()[1]
+    (tmp_path / "run.txt").write_text(log_with(changed(README_TABLE, "mIoU ", value, f"{float(value) + 0.05:.4f}")))
+    assert check_readme.main(["--log", str(tmp_path / "run.txt")]) == 0
+    assert "only the rows and layout are compared" in capsys.readouterr().out
+    (tmp_path / "run.txt").write_text(log_with(changed(README_TABLE, "pole", "pole", "post")))
+    assert check_readme.main(["--log", str(tmp_path / "run.txt")]) == 1
+
+
+def test_the_environment_names_cpu_threads_and_torch():
+    import torch
+
+    here = check_readme.environment()
+    assert f"{torch.get_num_threads()} threads" in here and torch.__version__ in here
