@@ -1,6 +1,6 @@
 """The README's example output: tools/check_readme.py finds it, compares it with a run's, and its format is today's.
 
-The comparison with a real default run (2.5 minutes) is run by .ci/run after the suite, not here.
+The comparison with a real default run (about a minute) is run by .ci/run after the suite, not here.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Check that the README's example output is what `python main.py` prints today.
 
-    python tools/check_readme.py                     # run the default `python main.py` (about 2.5 min on 2 cores)
+    python tools/check_readme.py                     # run the default `python main.py` (about a minute on 2 cores)
     python tools/check_readme.py --log run.txt       # compare the printed output of a run made before
     python tools/check_readme.py --tolerance 0.002   # allow each score to differ by this much
 
