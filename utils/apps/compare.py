@@ -165,8 +165,8 @@ def comparison_markdown(results: dict, paired: dict, archs, variants, config: Ru
     lines = [f"# Baseline vs AFMA on {config.dataset} ({config.data_dir})", "",
              f"Encoder {config.model.encoder_name}, AFMA at depth {depths}, patch {config.model.patch_size}, "
              f"{config.epochs} epochs, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} (the same "
-             f"for every model); test split, each model's best epoch by validation mIoU; "
-             + ("mean +- standard deviation over the seeds. " if len(seeds) > 1 else "")
+             f"for every model); test split, each model's best epoch by validation mIoU"
+             + ("; mean +- standard deviation over the seeds. " if len(seeds) > 1 else ". ")
              + f"Every score but \"mIoU (void ignored)\" follows the authors' protocol (every pixel counts: a void "
              f"pixel predicted as a class is a false positive of it); \"mIoU (void ignored)\" leaves void pixels "
              f"out, as the Cityscapes/SegNet evaluation does (a pixel predicted void is still a miss); \"no labels\": "
