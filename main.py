@@ -122,7 +122,7 @@ def resumed_run(args, explicit, status=None):
         saved = saved_config(state["config"], last)
     elif status.stage() is Stage.STARTED:
         saved = saved_config(json.loads((run_dir / "config.json").read_text()), run_dir / "config.json")
-        say(f"{run_dir} has no checkpoint yet (it stopped during its first epoch): starting it again from epoch 1 "
+        distributed.log(f"{run_dir} has no checkpoint yet (it stopped during its first epoch): starting it again from epoch 1 "
             f"with its saved settings")
     else:
         raise UsageError(f"--resume {run_dir}: no last.pt there; give the folder of a run started by main.py")
@@ -138,7 +138,7 @@ def resumed_run(args, explicit, status=None):
         more = "" if "epochs" in explicit else f"; give --epochs N (more than {state['epoch']}) to train it on"
         raise UsageError(f"{run_dir} has already trained and tested its {state['epoch']} epochs{more}")
     if status.stage(config.epochs) is Stage.TRAINED:
-        say(f"{run_dir} finished training but not its final evaluation: evaluating the best epoch now")
+        distributed.log(f"{run_dir} finished training but not its final evaluation: evaluating the best epoch now")
     return config, Resume(run_dir, state, args.allow_changed_run)
 
 
@@ -165,18 +165,12 @@ def requeued_run(args, explicit):
                          f"{then[key]!r} there, {now[key]!r} now): choose another folder, or continue that run with "
                          f"--resume {run_dir}")
     if status.epoch == new.epochs and status.stage(new.epochs) is Stage.FINISHED:
-        say(f"{run_dir} has already trained and tested its {status.epoch} epochs: nothing to do")
+        distributed.log(f"{run_dir} has already trained and tested its {status.epoch} epochs: nothing to do")
         return "finished"
     flags = {key: value for key, value in explicit.items() if key in RESUMABLE}
     flags |= {"epochs": new.epochs} if new.epochs != saved.epochs else {}  # the command's length, given or not
     resume = argparse.Namespace(**{**vars(args), "resume": str(run_dir), "preset": None})
     return resumed_run(resume, flags, status)
-
-
-def say(message: str) -> None:
-    """Print on rank 0 only (under torchrun, before the process group exists)."""
-    if distributed.launched_rank() == 0:
-        print(message, flush=True)
 
 
 def saved_config(data: dict, path: Path) -> RunConfig:

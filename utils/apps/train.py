@@ -27,6 +27,7 @@ from utils.data.datasets import DATASETS, build_dataset
 from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import build_transforms
 from utils.engine import distributed
+from utils.engine.distributed import log
 from utils.engine.checkpoint import CLAIM, CheckpointSaver, Progress, kept_epoch, load_checkpoint, load_model_state, \
     restore_training, run_changes, stopped_before_first_checkpoint, trained_on, training_state
 from utils.engine.device import setup_device
@@ -49,11 +50,6 @@ class Resume:
     run_dir: Path
     state: dict | None  # last.pt; None for a run stopped before its first checkpoint (it starts over)
     allow_changed: bool = False  # --allow-changed-run: resume on other data or another number of processes
-
-
-def log(message: str) -> None:
-    if distributed.is_main():
-        print(message, flush=True)
 
 
 def train(config: RunConfig, resume: Resume | None = None) -> dict:

@@ -47,6 +47,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def log(message: str) -> None:
+    """Print once: on rank 0, or before the process group exists, on the process torchrun launched as rank 0."""
+    if (rank() if is_distributed() else launched_rank()) == 0:
+        print(message, flush=True)
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
