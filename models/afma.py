@@ -10,7 +10,7 @@ image-resolution / feature-resolution maps, s the feature map's stride.
     §4  exact speed-ups: 4.1 the merged image-branch convolution, 4.2 the blocked non-zero count from the
         supports (bf16 where the CPU multiplies it natively), 4.3 the factored product and the Gram identity,
         4.4 T's two linear maps as one matrix, 4.5 the pooled one-hot from counts, 4.6 the fold read as a view;
-        and the channels-last argmax of the one-hot
+        and the one-hot's argmax from vectorised reductions
 
 The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
 factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
@@ -151,10 +151,11 @@ class AFMA(nn.Module):
         )
 
     def forward(self, x: Tensor, feature: Tensor) -> FactoredAttention:
-        # The 3-channel input in NCHW even inside a channels_last model: cuDNN's NHWC kernels for a 9x9
-        # convolution from 3 channels are several times slower, and cutting NHWC maps into patches costs the
-        # CPU more than oneDNN's NHWC kernel saves on the convolution.
-        image_maps = merged_conv_pair(x.contiguous(), *self.image_branch)
+        # The 9x9 convolution from 3 channels in the layout its library runs fastest, whatever the model's:
+        # oneDNN's NHWC kernel takes about half the time of its NCHW one (more than cutting the NHWC maps into
+        # patches costs), cuDNN's NHWC kernels are several times slower than its NCHW ones.
+        layout = torch.contiguous_format if x.is_cuda else torch.channels_last
+        image_maps = merged_conv_pair(x.contiguous(memory_format=layout), *self.image_branch)
         feature_maps = self.feature_branch(feature) * self.feature_scale
         return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
 
@@ -356,13 +357,26 @@ def count_row_nonzeros(image: Tensor, feature: Tensor) -> Tensor:
 
 
 def class_argmax(logits: Tensor) -> Tensor:
-    """logits.argmax(1), the same op on a channels-last view (§2's one-hot).
+    """logits.argmax(1), exactly, through two vectorised reductions over the channels (§2's one-hot).
 
-    argmax over the channel dimension of an NCHW map is a strided reduction, about 3x slower on the CPU than
-    a permuted copy followed by a contiguous one; a channels_last input is that view already (no copy).
-    The same op in the same order of channels: ties and NaN resolve exactly as in argmax.
+    argmax over the C channels is a reduction of C values per pixel that the CPU runs one pixel at a time
+    (about 20 ms for 12 x 640 x 960, over 3x the rest of this function), while amax over the same dimension
+    runs across pixels in vector registers. So: the maximum, the channels that reach it, and the lowest of
+    them as C - 1 - the largest of (C - 1 - index) over those channels, which is argmax's rule for ties. A
+    NaN is argmax's maximum (its first NaN wins); amax propagates it and no channel compares equal to it, so
+    a pixel with a NaN is marked instead (on CUDA, branch-free) or the CPU falls back to argmax itself.
     """
-    return logits.permute(0, 2, 3, 1).contiguous().argmax(-1)
+    c = logits.shape[1]
+    if c > 256:  # the channel ranks are held in 8 bits
+        return logits.argmax(1)
+    top = logits.amax(1, keepdim=True)
+    at_top = torch.ge(logits, top)
+    if logits.is_cuda:  # a host-side NaN test would wait for the device on every forward
+        at_top.logical_or_(logits.isnan())
+    elif top.isnan().any():
+        return logits.argmax(1)
+    reversed_rank = torch.arange(c - 1, -1, -1, dtype=torch.uint8, device=logits.device).view(1, c, 1, 1)
+    return (c - 1 - at_top.view(torch.uint8).mul_(reversed_rank).amax(1)).long()
 
 
 def pooled_one_hot(labels: Tensor, classes: int, stride: int, dtype: torch.dtype) -> Tensor:

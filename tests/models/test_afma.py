@@ -212,18 +212,44 @@ def test_row_nonzeros_refuse_negative_factors():
         count_row_nonzeros(image, feature)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_class_argmax_equals_argmax_with_ties(dtype, channels_last):
+def test_class_argmax_equals_argmax_with_ties(dtype, channels_last, device):
     torch.manual_seed(0)
     logits = torch.randint(-2, 3, (2, 12, 17, 23)).to(dtype)  # five values over 12 classes: ties everywhere
     logits[0, :, 0, 0] = 1  # all classes tied: class 0 wins
     logits[1, :, 0, 0] = torch.tensor([0.0, 0, 0, 4, 0, 4, 0, 0, 0, 0, 4, 0])
+    logits[1, 11, 0, 1] = 9  # the last class alone at the top
+    logits = logits.to(device)
     if channels_last:
         logits = logits.contiguous(memory_format=torch.channels_last)
     labels = class_argmax(logits)
+    assert labels.dtype == torch.int64 and torch.equal(labels, logits.argmax(1))
+    assert labels[0, 0, 0] == 0 and labels[1, 0, 0] == 3 and labels[1, 0, 1] == 11  # ties: the lowest index
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("classes", [2, 12, 256, 300])
+def test_class_argmax_equals_argmax_with_nan_and_infinities(classes, device):
+    """NaN is argmax's maximum (the first NaN wins), also over +inf; -inf everywhere gives class 0."""
+    torch.manual_seed(1)
+    logits = torch.randn(2, classes, 9, 11)
+    logits[0, -1, 1, 1] = float("nan")
+    logits[0, 0, 2, 2] = logits[0, 1, 2, 2] = float("nan")
+    logits[0, 1, 3, 3], logits[0, 0, 3, 3] = float("nan"), float("inf")
+    logits[1, :, 4, 4] = float("-inf")
+    logits[1, 1, 5, 5] = logits[1, -1, 5, 5] = float("inf")
+    logits = logits.to(device)
+    labels = class_argmax(logits)
     assert torch.equal(labels, logits.argmax(1))
-    assert labels[0, 0, 0] == 0 and labels[1, 0, 0] == 3  # the lowest of the tied indices
+    assert labels[0, 1, 1] == classes - 1 and labels[0, 2, 2] == 0 and labels[0, 3, 3] == 1
+    assert labels[1, 4, 4] == 0 and labels[1, 5, 5] == 1
+    clean = logits[1:]  # no NaN: the vectorised path, with the infinities
+    assert torch.equal(class_argmax(clean), clean.argmax(1)) and class_argmax(clean)[0, 4, 4] == 0
 
 
 def test_row_nonzeros_of_rows_longer_than_int16():
