@@ -9,8 +9,8 @@ image-resolution / feature-resolution maps, s the feature map's stride.
     §3  the gold AFMA and the MSE that trains the attention
     §4  exact speed-ups: 4.1 the merged image-branch convolution, 4.2 the blocked non-zero count from the
         supports (bf16 where the CPU multiplies it natively), 4.3 the factored product and the Gram identity,
-        4.4 T's two linear maps as one matrix, 4.5 the pooled one-hot from counts, 4.6 the fold read as a view;
-        and the one-hot's argmax from vectorised reductions
+        4.4 T's two linear maps as one matrix, 4.5 the pooled one-hot from counts, 4.6 the fold read as a view,
+        4.7 the one-hot's argmax from two vectorised maxima, 4.8 the feature branch's 1x1 convolution as a product
 
 The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
 factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
@@ -156,11 +156,11 @@ class AFMA(nn.Module):
         # patches costs), cuDNN's NHWC kernels are several times slower than its NCHW ones.
         layout = torch.contiguous_format if x.is_cuda else torch.channels_last
         image_maps = merged_conv_pair(x.contiguous(memory_format=layout), *self.image_branch)
-        feature_maps = self.feature_branch(feature) * self.feature_scale
+        feature_maps = pointwise_conv(feature, self.feature_branch, self.feature_scale)
         return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
 
-    def correct(self, logits: Tensor, attention: FactoredAttention) -> Tensor:
-        return modify_output(logits, attention, attention.stride, self.patch_size)
+    def correct(self, logits: Tensor, attention: FactoredAttention, inplace: bool = False) -> Tensor:
+        return modify_output(logits, attention, attention.stride, self.patch_size, inplace)
 
 
 # --------------------------------------------------------------------------------- §2 output correction
@@ -181,11 +181,13 @@ def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> T
         return patches(pooled_one_hot(class_argmax(logits), logits.shape[1], stride, logits.dtype), patch_size)
 
 
-def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int) -> Tensor:
+def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int,
+                  inplace: bool = False) -> Tensor:
     """z' = z * (1 + R), R = fold((AFMA / n) @ patches(avg_pool(one_hot(argmax z), s))) (§2, §4.3).
 
     `attention` is the dense (B, C, Li, Lf) AFMA or a `FactoredAttention`; with the factors, the product is
     reassociated as image @ (feature^T @ pooled) / P, a P x P inner matrix instead of an Li x Lf one.
+    `inplace` (without gradient) writes z' over the logits (§4.6).
     """
     pooled = pooled_prediction_patches(logits, stride, patch_size)
     if isinstance(attention, FactoredAttention):
@@ -195,7 +197,7 @@ def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride:
     else:
         counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + COUNT_EPS
         correction = (attention / counts) @ pooled.to(attention.dtype)
-    return add_folded_product(logits, correction.to(logits.dtype), patch_size)
+    return add_folded_product(logits, correction.to(logits.dtype), patch_size, inplace)
 
 
 # ----------------------------------------------------------------------------------- §3 gold and loss
@@ -298,6 +300,22 @@ def merged_transform_weight(transform: nn.Module) -> Tensor:
     return (second.weight @ first.weight).transpose(0, 1)
 
 
+def pointwise_conv(x: Tensor, conv: nn.Conv2d, scale: float) -> Tensor:
+    """conv(x) * scale for a 1x1 convolution, as one batched matrix product over the channels (§4.8).
+
+    A 1x1 convolution is (C_out, C_in) @ (C_in, H W) per image; as a product it reads an NCHW or NHWC map in
+    place, where oneDNN first reorders its whole input (7x the time for 64 channels at 320x480). `scale` is a
+    power of two (1 / 4**d), so folding it into the weight and the bias is exact.
+    """
+    assert conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0), "a 1x1 convolution"
+    assert conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is not None, "plain, with a bias"
+    assert math.frexp(scale)[0] == 0.5, "the scale must be a power of two to fold into the weights exactly"
+    b, _, h, w = x.shape
+    weight, bias = conv.weight.flatten(1) * scale, conv.bias * scale
+    out = torch.baddbmm(bias.view(1, -1, 1).expand(b, -1, 1), weight.expand(b, -1, -1), x.flatten(2))
+    return out.view(b, -1, h, w)
+
+
 # Elements of one block of the non-zero count's (matrices, rows, Lf) product: bounds its transient buffer to 2**24
 # elements (32 MB in 16 bits) whatever the batch, classes and input size. Smaller blocks were measured slower on
 # the CPU (1.6x at 2**19): each product call packs its right factor again.
@@ -357,7 +375,7 @@ def count_row_nonzeros(image: Tensor, feature: Tensor) -> Tensor:
 
 
 def class_argmax(logits: Tensor) -> Tensor:
-    """logits.argmax(1), exactly, through two vectorised reductions over the channels (§2's one-hot).
+    """logits.argmax(1), exactly, through two vectorised reductions over the channels (§2's one-hot, §4.7).
 
     argmax over the C channels is a reduction of C values per pixel that the CPU runs one pixel at a time
     (about 20 ms for 12 x 640 x 960, over 3x the rest of this function), while amax over the same dimension
@@ -396,18 +414,23 @@ def pooled_one_hot(labels: Tensor, classes: int, stride: int, dtype: torch.dtype
     return counts.view(b, classes, hs, ws).to(dtype) / (stride * stride)
 
 
-def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:
+def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int, inplace: bool = False) -> Tensor:
     """logits * fold(rows) + logits (§4.6): fold is read as a permuted view, never copied.
 
-    Pixels outside whole patches have R = 0 and keep their logits.
+    Pixels outside whole patches have R = 0 and keep their logits. `inplace` (no gradient through either) writes
+    the result over `logits` and uses `rows` as scratch: the same products and sums, bit for bit, without a new
+    map of the logits' size (on the CPU each fresh one costs a page fault per 4 kB, more than the two passes).
     """
     b, c, h, w = logits.shape
     gh, gw = patch_grid(h, w, patch_size)
     p = patch_size
     if gh * gw == 0:
-        return logits.clone()
+        return logits if inplace else logits.clone()
     z = logits[:, :, : gh * p, : gw * p].unflatten(2, (gh, p)).unflatten(4, (gw, p))  # (B, C, gh, p, gw, p) view
     r = rows.view(b, c, gh, gw, p, p).transpose(3, 4)  # fold_patches' permutation, as a view
+    if inplace:
+        z.copy_(r.mul_(z).add_(z))
+        return logits
     # z * r + z as a product and an in-place sum: addcmul's one pass would cost its backward two products by 1.
     corrected = z.mul(r).add_(z).reshape(b, c, gh * p, gw * p)
     if (gh * p, gw * p) == (h, w):

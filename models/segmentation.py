@@ -70,7 +70,10 @@ class SegmentationModel(nn.Module):
         if self.afma is None:
             return logits, None
         attention = self.afma(x, features[self.att_depth])
-        return self.afma.correct(logits, attention), attention
+        # Without gradient the logits are this forward's own, corrected in place; on the CPU that saves a fresh
+        # map of their size (on CUDA the caching allocator makes one free, the in-place pass would cost more).
+        inplace = not torch.is_grad_enabled() and logits.device.type == "cpu"
+        return self.afma.correct(logits, attention, inplace), attention
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -20,6 +20,7 @@ from models.afma import (
     one_hot,
     patch_attention,
     patches,
+    pointwise_conv,
     pooled_one_hot,
 )
 from models.reference import literal_gold_afma, literal_modify_output, literal_patch_attention, literal_patches
@@ -252,6 +253,30 @@ def test_class_argmax_equals_argmax_with_nan_and_infinities(classes, device):
     assert torch.equal(class_argmax(clean), clean.argmax(1)) and class_argmax(clean)[0, 4, 4] == 0
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_conv_equals_the_scaled_convolution_values_and_gradients(channels_last, device):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 4, kernel_size=1).double().to(device)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weights = torch.randn(2, 4, 5, 7, dtype=torch.float64, device=device)
+    results = []
+    for ours in (False, True):
+        conv.zero_grad()
+        leaf = x.clone().requires_grad_()
+        out = pointwise_conv(leaf, conv, 1 / 16) if ours else conv(leaf) / 16
+        (out * weights).sum().backward()
+        results.append([out.detach(), leaf.grad, conv.weight.grad.clone(), conv.bias.grad.clone()])
+    for ours, reference in zip(*reversed(results)):
+        assert ours.shape == reference.shape and max_error(ours, reference) < 1e-12
+    with pytest.raises(AssertionError, match="power of two"):
+        pointwise_conv(x, conv, 0.3)
+    with pytest.raises(AssertionError, match="1x1"):
+        pointwise_conv(x, nn.Conv2d(6, 4, kernel_size=3).double().to(device), 1.0)
+
+
 def test_row_nonzeros_of_rows_longer_than_int16():
     """A row meeting 2**15 + 3 feature patches: its count is summed past int16."""
     image, feature = torch.ones(1, 1, 2, 4), torch.zeros(1, 1, 2**15 + 5, 4)
@@ -311,6 +336,9 @@ def test_add_folded_product_equals_the_folded_correction(size, channels_last):
     rows = torch.randn(2, 3, (size[0] // 5) * (size[1] // 5), 25)
     reference = logits * fold_patches(rows, size, 5) + logits
     assert torch.equal(add_folded_product(logits, rows, 5), reference)
+    overwritten = logits.clone()
+    assert add_folded_product(overwritten, rows.clone(), 5, inplace=True) is overwritten
+    assert torch.equal(overwritten, reference)  # bit for bit: the same product, then the same sum
 
 
 def graph_nodes(tensor):

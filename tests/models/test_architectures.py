@@ -45,6 +45,19 @@ def test_model_output_matches_literal_spec(arch):
     assert (attention.dense() - afma).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("patch_size", [4, 10])  # whole patches; pixels beyond the last whole 10 x 10 patch
+def test_forward_without_gradient_equals_the_forward_with_it_bit_for_bit(patch_size):
+    """Without gradient the correction overwrites the model's own logits; nothing else may change."""
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", None, classes=3, att_depth=2, patch_size=patch_size).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with_grad, _ = model(x)
+    with torch.no_grad():
+        without, _ = model(x)
+    assert torch.equal(without, with_grad.detach())
+    assert not torch.equal(without, model.net.segmentation_head(model.net.decoder(model.net.encoder(x))).detach())
+
+
 def test_pspnet_follows_the_reference():
     model = build_model("pspnet", "resnet18", None, classes=3, att_depth=5, patch_size=2)
     assert model.net.encoder._depth == 5 and model.net.encoder.output_stride == 8
