@@ -10,7 +10,8 @@ image-resolution / feature-resolution maps, s the feature map's stride.
     §4  exact speed-ups: 4.1 the merged image-branch convolution, 4.2 the blocked non-zero count from the
         supports (bf16 where the CPU multiplies it natively), 4.3 the factored product and the Gram identity,
         4.4 T's two linear maps as one matrix, 4.5 the pooled one-hot from counts, 4.6 the fold read as a view,
-        4.7 the one-hot's argmax from two vectorised maxima, 4.8 the feature branch's 1x1 convolution as a product
+        4.7 the one-hot's argmax from two vectorised maxima, 4.8 the feature branch's 1x1 convolution as a product,
+        4.9 without gradient on the CPU, temporaries written into each other's memory
 
 The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
 factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
@@ -23,7 +24,7 @@ The public functions `patch_attention`, `modify_output` and `gold_afma` take and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,9 @@ class FactoredAttention:
     feature: Tensor
     grid: tuple[int, int]
     stride: int
+    # Memory of the image factor's size that no one reads again, for the count's supports and the correction's
+    # product to be written into: set without gradient on the CPU, where a fresh map costs page faults (§4.9).
+    spare: Tensor | None = field(default=None, repr=False)
 
     @property
     def patch_area(self) -> int:
@@ -102,21 +106,30 @@ class FactoredAttention:
 
     def row_nonzeros(self) -> Tensor:
         """(B, C, Li, 1): the number of non-zero entries in each AFMA row (§4.2)."""
-        return count_row_nonzeros(self.image, self.feature)
+        return count_row_nonzeros(self.image, self.feature, self.spare)
 
 
-def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.Module, patch_size: int) -> FactoredAttention:
+def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.Module, patch_size: int,
+                       recycle: bool = False) -> FactoredAttention:
     """Apply the one shared patch transform T to the patches of both branches (§1.3-1.4).
 
     T's two linear maps run as one P x P matrix (§4.4). The stride is measured, not assumed: dilated
-    encoders keep stride 8 past depth 3.
+    encoders keep stride 8 past depth 3. `recycle` (no gradient): `image_maps` is the caller's temporary,
+    overwritten by the image factor, and the copy of its patches becomes the attention's `spare` (§4.9).
     """
     weight = merged_transform_weight(transform)
+    rows, spare = patches(image_maps, patch_size), None
+    if recycle:
+        spare = rows.clone(memory_format=torch.contiguous_format)  # the copy the product makes anyway
+        image = torch.matmul(spare, weight, out=recycled(image_maps, spare.shape, spare.dtype))
+    else:
+        image = rows @ weight
     return FactoredAttention(
-        image=(patches(image_maps, patch_size) @ weight).relu_(),  # in place: the product keeps its inputs
+        image=image.relu_(),  # in place: the product keeps its inputs
         feature=(patches(feature_maps, patch_size) @ weight).relu_(),
         grid=patch_grid(*image_maps.shape[-2:], patch_size),
         stride=image_maps.shape[-2] // feature_maps.shape[-2],
+        spare=spare,
     )
 
 
@@ -157,7 +170,10 @@ class AFMA(nn.Module):
         layout = torch.contiguous_format if x.is_cuda else torch.channels_last
         image_maps = merged_conv_pair(x.contiguous(memory_format=layout), *self.image_branch)
         feature_maps = pointwise_conv(feature, self.feature_branch, self.feature_scale)
-        return factored_attention(image_maps, feature_maps, self.transform, self.patch_size)
+        # Without gradient on the CPU the image side's temporaries are written into each other's memory
+        # (§4.9); explicit `out=` products take no part in autocast, so not under it.
+        recycle = not (torch.is_grad_enabled() or x.is_cuda or torch.is_autocast_enabled(x.device.type))
+        return factored_attention(image_maps, feature_maps, self.transform, self.patch_size, recycle)
 
     def correct(self, logits: Tensor, attention: FactoredAttention, inplace: bool = False) -> Tensor:
         return modify_output(logits, attention, attention.stride, self.patch_size, inplace)
@@ -192,8 +208,11 @@ def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride:
     pooled = pooled_prediction_patches(logits, stride, patch_size)
     if isinstance(attention, FactoredAttention):
         mixed = attention.feature.transpose(-1, -2) @ pooled.to(attention.feature.dtype)
+        counts = attention.row_nonzeros()  # before the product: both may use the spare memory, one after the other
+        spare = attention.spare
+        into = None if spare is None else recycled(spare, attention.image.shape, attention.image.dtype)
         # In place on the product's own output: the product keeps its inputs, not its output, for backward.
-        correction = (attention.image @ mixed).div_(attention.patch_area * (attention.row_nonzeros() + COUNT_EPS))
+        correction = torch.matmul(attention.image, mixed, out=into).div_(attention.patch_area * (counts + COUNT_EPS))
     else:
         counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + COUNT_EPS
         correction = (attention / counts) @ pooled.to(attention.dtype)
@@ -335,7 +354,7 @@ def support_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else torch.float32
 
 
-def count_row_nonzeros(image: Tensor, feature: Tensor) -> Tensor:
+def count_row_nonzeros(image: Tensor, feature: Tensor, spare: Tensor | None = None) -> Tensor:
     """(B, C, Li, 1): non-zero entries per row of image @ feature^T, exactly and without gradient (§4.2).
 
     Assumes both factors are non-negative (T ends in a ReLU): then an entry is a sum of non-negative
@@ -355,7 +374,8 @@ def count_row_nonzeros(image: Tensor, feature: Tensor) -> Tensor:
         dtype = support_dtype(image.device)
         bits = torch.int16 if dtype.itemsize == 2 else torch.int32
         total = torch.int16 if lf < 2**15 else torch.int32  # a row's count is at most Lf; int16 sums faster
-        support = torch.gt(image, 0, out=image.new_empty(image.shape, dtype=dtype)).view(bc, li, area)  # no bool copy
+        into = image.new_empty(image.shape, dtype=dtype) if spare is None else recycled(spare, image.shape, dtype)
+        support = torch.gt(image, 0, out=into).view(bc, li, area)  # no bool copy
         feature_t = (feature > 0).to(dtype).reshape(bc, lf, area).transpose(1, 2).contiguous()  # (BC, P, Lf)
         matrices = max(1, bc) if image.is_cuda else 1  # the CPU's bmm into `out` is slower than one mm per matrix
         rows = max(1, COUNT_BLOCK_ELEMENTS // (matrices * max(1, lf)))
@@ -444,3 +464,14 @@ def gram_inner(a_left: Tensor, a_right: Tensor, b_left: Tensor, b_right: Tensor)
     trace((Al Ar^T)^T (Bl Br^T)) = sum((Al^T Bl) * (Ar^T Br)): exact algebra, only rounding differs.
     """
     return ((a_left.transpose(-1, -2) @ b_left) * (a_right.transpose(-1, -2) @ b_right)).sum()
+
+
+def recycled(dead: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A contiguous tensor of `shape` and `dtype` over the memory of `dead`, which no one reads again (§4.9).
+
+    PyTorch's CPU allocator caches nothing: every fresh map of a few tens of MB is new pages from the OS, one
+    page fault per 4 kB on first touch, and on a loaded VM that costs more than the pass that fills them.
+    """
+    storage = dead.untyped_storage()
+    assert math.prod(shape) * dtype.itemsize <= storage.nbytes(), "the recycled memory is too small"
+    return dead.new_empty(0, dtype=dtype).set_(storage, 0, shape)

@@ -277,6 +277,26 @@ def test_pointwise_conv_equals_the_scaled_convolution_values_and_gradients(chann
         pointwise_conv(x, nn.Conv2d(6, 4, kernel_size=3).double().to(device), 1.0)
 
 
+@pytest.mark.parametrize("size", [(40, 60), (47, 73)])  # whole patches; remainders
+def test_recycled_temporaries_give_the_same_attention_and_correction_bit_for_bit(size):
+    """Without gradient the image factor is written over the image maps, the supports and the correction's
+    product over the patch copy (§4.9): the same numbers, in memory that was already there."""
+    torch.manual_seed(0)
+    transform = make_transform(5, torch.float32)
+    image_maps = torch.randn(2, 3, *size).contiguous(memory_format=torch.channels_last)
+    feature_maps, logits = torch.randn(2, 3, size[0] // 4, size[1] // 4), torch.randn(2, 3, *size)
+    with torch.no_grad():
+        plain = factored_attention(image_maps, feature_maps, transform, 5)
+        expected = modify_output(logits, plain, 4, 5)
+        maps = image_maps.clone(memory_format=torch.channels_last)
+        recycled = factored_attention(maps, feature_maps, transform, 5, recycle=True)
+        assert recycled.image.data_ptr() == maps.data_ptr() and recycled.spare is not None
+        assert torch.equal(recycled.image, plain.image) and torch.equal(recycled.feature, plain.feature)
+        assert torch.equal(recycled.row_nonzeros(), plain.row_nonzeros())
+        assert torch.equal(modify_output(logits, recycled, 4, 5), expected)
+        assert torch.equal(modify_output(logits.clone(), recycled, 4, 5, inplace=True), expected)
+
+
 def test_row_nonzeros_of_rows_longer_than_int16():
     """A row meeting 2**15 + 3 feature patches: its count is summed past int16."""
     image, feature = torch.ones(1, 1, 2, 4), torch.zeros(1, 1, 2**15 + 5, 4)
