@@ -175,8 +175,8 @@ class AFMA(nn.Module):
         recycle = not (torch.is_grad_enabled() or x.is_cuda or torch.is_autocast_enabled(x.device.type))
         return factored_attention(image_maps, feature_maps, self.transform, self.patch_size, recycle)
 
-    def correct(self, logits: Tensor, attention: FactoredAttention, inplace: bool = False) -> Tensor:
-        return modify_output(logits, attention, attention.stride, self.patch_size, inplace)
+    def correct(self, logits: Tensor, attention: FactoredAttention) -> Tensor:
+        return modify_output(logits, attention, attention.stride, self.patch_size)
 
 
 # --------------------------------------------------------------------------------- §2 output correction
@@ -197,13 +197,11 @@ def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> T
         return patches(pooled_one_hot(class_argmax(logits), logits.shape[1], stride, logits.dtype), patch_size)
 
 
-def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int,
-                  inplace: bool = False) -> Tensor:
+def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride: int, patch_size: int) -> Tensor:
     """z' = z * (1 + R), R = fold((AFMA / n) @ patches(avg_pool(one_hot(argmax z), s))) (§2, §4.3).
 
     `attention` is the dense (B, C, Li, Lf) AFMA or a `FactoredAttention`; with the factors, the product is
     reassociated as image @ (feature^T @ pooled) / P, a P x P inner matrix instead of an Li x Lf one.
-    `inplace` (without gradient) writes z' over the logits (§4.6).
     """
     pooled = pooled_prediction_patches(logits, stride, patch_size)
     if isinstance(attention, FactoredAttention):
@@ -216,7 +214,7 @@ def modify_output(logits: Tensor, attention: Tensor | FactoredAttention, stride:
     else:
         counts = (attention != 0).sum(-1, keepdim=True).to(attention.dtype) + COUNT_EPS
         correction = (attention / counts) @ pooled.to(attention.dtype)
-    return add_folded_product(logits, correction.to(logits.dtype), patch_size, inplace)
+    return add_folded_product(logits, correction.to(logits.dtype), patch_size)
 
 
 # ----------------------------------------------------------------------------------- §3 gold and loss
@@ -434,23 +432,18 @@ def pooled_one_hot(labels: Tensor, classes: int, stride: int, dtype: torch.dtype
     return counts.view(b, classes, hs, ws).to(dtype) / (stride * stride)
 
 
-def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int, inplace: bool = False) -> Tensor:
+def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:
     """logits * fold(rows) + logits (§4.6): fold is read as a permuted view, never copied.
 
-    Pixels outside whole patches have R = 0 and keep their logits. `inplace` (no gradient through either) writes
-    the result over `logits` and uses `rows` as scratch: the same products and sums, bit for bit, without a new
-    map of the logits' size (on the CPU each fresh one costs a page fault per 4 kB, more than the two passes).
+    Pixels outside whole patches have R = 0 and keep their logits.
     """
     b, c, h, w = logits.shape
     gh, gw = patch_grid(h, w, patch_size)
     p = patch_size
     if gh * gw == 0:
-        return logits if inplace else logits.clone()
+        return logits.clone()
     z = logits[:, :, : gh * p, : gw * p].unflatten(2, (gh, p)).unflatten(4, (gw, p))  # (B, C, gh, p, gw, p) view
     r = rows.view(b, c, gh, gw, p, p).transpose(3, 4)  # fold_patches' permutation, as a view
-    if inplace:
-        z.copy_(r.mul_(z).add_(z))
-        return logits
     # z * r + z as a product and an in-place sum: addcmul's one pass would cost its backward two products by 1.
     corrected = z.mul(r).add_(z).reshape(b, c, gh * p, gw * p)
     if (gh * p, gw * p) == (h, w):

@@ -70,10 +70,7 @@ class SegmentationModel(nn.Module):
         if self.afma is None:
             return logits, None
         attention = self.afma(x, features[self.att_depth])
-        # Without gradient the logits are this forward's own, corrected in place; on the CPU that saves a fresh
-        # map of their size (on CUDA the caching allocator makes one free, the in-place pass would cost more).
-        inplace = not torch.is_grad_enabled() and logits.device.type == "cpu"
-        return self.afma.correct(logits, attention, inplace), attention
+        return self.afma.correct(logits, attention), attention
 
 
 def _round_up(value: int, multiple: int) -> int:

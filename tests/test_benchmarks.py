@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import main as main_py
-from benchmarks import afma_speed, epoch_speed, train_speed
+from benchmarks import afma_pieces, afma_speed, epoch_speed, train_speed
 from utils.data.datasets import CamVid
 
 TINY = ["--size", "32", "64", "--steps", "1", "--warmup", "0", "--encoder", "resnet18", "--patch-size", "4",
@@ -202,3 +202,16 @@ def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
     assert cycle >= wall - 0.01  # epoch 2's cycle holds its training and validation
     assert "efficiency >= 0.85 from epoch 2" in text
     assert list(tmp_path.glob("epoch_speed_*")) == []  # the temporary data set and run are gone
+
+
+# ------------------------------------------------------------------------------------------- afma_pieces
+def test_afma_pieces_compares_each_piece_with_its_plain_form(tmp_path, one_thread):
+    out = tmp_path / "pieces.md"
+    text = afma_pieces.main(["--scale", "0.1", "--patch-size", "4", "--repeats", "1", "--out", str(out)])
+    assert out.read_text() == text and "python -m benchmarks.afma_pieces" in text
+    header, body = table_rows(text, "piece")
+    assert len(body) == 4 and all(number(row[1]) > 0 and number(row[2]) > 0 for row in body)
+    equal = {row[0].split(" (")[0].split(",")[0]: row[4] for row in body}
+    # argmax and the recycled memory change no bit; the layout and the 1x1 product only reorder float32 sums
+    assert equal["one-hot argmax"] == "yes" and equal["image side and correction"] == "yes"
+    assert all(row[4] == "yes" or float(row[4].split()[-1]) < 1e-5 for row in body)

@@ -294,7 +294,6 @@ def test_recycled_temporaries_give_the_same_attention_and_correction_bit_for_bit
         assert torch.equal(recycled.image, plain.image) and torch.equal(recycled.feature, plain.feature)
         assert torch.equal(recycled.row_nonzeros(), plain.row_nonzeros())
         assert torch.equal(modify_output(logits, recycled, 4, 5), expected)
-        assert torch.equal(modify_output(logits.clone(), recycled, 4, 5, inplace=True), expected)
 
 
 def test_row_nonzeros_of_rows_longer_than_int16():
@@ -356,9 +355,6 @@ def test_add_folded_product_equals_the_folded_correction(size, channels_last):
     rows = torch.randn(2, 3, (size[0] // 5) * (size[1] // 5), 25)
     reference = logits * fold_patches(rows, size, 5) + logits
     assert torch.equal(add_folded_product(logits, rows, 5), reference)
-    overwritten = logits.clone()
-    assert add_folded_product(overwritten, rows.clone(), 5, inplace=True) is overwritten
-    assert torch.equal(overwritten, reference)  # bit for bit: the same product, then the same sum
 
 
 def graph_nodes(tensor):

@@ -47,7 +47,7 @@ def test_model_output_matches_literal_spec(arch):
 
 @pytest.mark.parametrize("patch_size", [4, 10])  # whole patches; pixels beyond the last whole 10 x 10 patch
 def test_forward_without_gradient_equals_the_forward_with_it_bit_for_bit(patch_size):
-    """Without gradient the correction overwrites the model's own logits; nothing else may change."""
+    """Without gradient the image side's temporaries share memory (§4.9); no number may change."""
     torch.manual_seed(0)
     model = build_model("unet", "resnet18", None, classes=3, att_depth=2, patch_size=patch_size).eval()
     x = torch.randn(2, 3, 64, 96)
