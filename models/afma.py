@@ -120,7 +120,10 @@ def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.M
     weight = merged_transform_weight(transform)
     rows, spare = patches(image_maps, patch_size), None
     if recycle:
-        spare = rows.clone(memory_format=torch.contiguous_format)  # the copy the product makes anyway
+        # The copy the product needs anyway; cutting maps into patches is one already, unless they are a
+        # single patch each (then `rows` is a view of `image_maps`, about to be overwritten).
+        owned = rows.untyped_storage().data_ptr() != image_maps.untyped_storage().data_ptr()
+        spare = rows if owned and rows.is_contiguous() else rows.clone(memory_format=torch.contiguous_format)
         image = torch.matmul(spare, weight, out=recycled(image_maps, spare.shape, spare.dtype))
     else:
         image = rows @ weight
@@ -429,7 +432,7 @@ def pooled_one_hot(labels: Tensor, classes: int, stride: int, dtype: torch.dtype
     first = torch.arange(b, device=labels.device).view(b, 1, 1, 1, 1) * (classes * hs * ws) \
         + torch.arange(hs, device=labels.device).view(hs, 1, 1, 1) * ws + torch.arange(ws, device=labels.device).view(ws, 1)
     counts = torch.bincount((cells * (hs * ws) + first).flatten(), minlength=b * classes * hs * ws)
-    return counts.view(b, classes, hs, ws).to(dtype) / (stride * stride)
+    return counts.view(b, classes, hs, ws).to(dtype).div_(stride * stride)  # in place: `to` made a new map
 
 
 def add_folded_product(logits: Tensor, rows: Tensor, patch_size: int) -> Tensor:

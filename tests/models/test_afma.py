@@ -277,23 +277,38 @@ def test_pointwise_conv_equals_the_scaled_convolution_values_and_gradients(chann
         pointwise_conv(x, nn.Conv2d(6, 4, kernel_size=3).double().to(device), 1.0)
 
 
-@pytest.mark.parametrize("size", [(40, 60), (47, 73)])  # whole patches; remainders
-def test_recycled_temporaries_give_the_same_attention_and_correction_bit_for_bit(size):
+@pytest.mark.parametrize("size, stride", [((40, 60), 4), ((47, 73), 4)])  # whole patches; remainders
+def test_recycled_temporaries_give_the_same_attention_and_correction_bit_for_bit(size, stride):
     """Without gradient the image factor is written over the image maps, the supports and the correction's
     product over the patch copy (§4.9): the same numbers, in memory that was already there."""
     torch.manual_seed(0)
     transform = make_transform(5, torch.float32)
     image_maps = torch.randn(2, 3, *size).contiguous(memory_format=torch.channels_last)
-    feature_maps, logits = torch.randn(2, 3, size[0] // 4, size[1] // 4), torch.randn(2, 3, *size)
+    feature_maps, logits = torch.randn(2, 3, size[0] // stride, size[1] // stride), torch.randn(2, 3, *size)
     with torch.no_grad():
         plain = factored_attention(image_maps, feature_maps, transform, 5)
-        expected = modify_output(logits, plain, 4, 5)
+        expected = modify_output(logits, plain, stride, 5)
         maps = image_maps.clone(memory_format=torch.channels_last)
         recycled = factored_attention(maps, feature_maps, transform, 5, recycle=True)
         assert recycled.image.data_ptr() == maps.data_ptr() and recycled.spare is not None
         assert torch.equal(recycled.image, plain.image) and torch.equal(recycled.feature, plain.feature)
         assert torch.equal(recycled.row_nonzeros(), plain.row_nonzeros())
-        assert torch.equal(modify_output(logits, recycled, 4, 5), expected)
+        assert torch.equal(modify_output(logits, recycled, stride, 5), expected)
+
+
+def test_recycling_one_patch_maps_copies_their_patches_before_overwriting_them():
+    """With one patch per map the patches are a view of the image maps: the spare must be a copy, or T's
+    product would overwrite its own input (the product then runs on another kernel: equal to rounding)."""
+    torch.manual_seed(0)
+    transform = make_transform(5, torch.float32)
+    image_maps = torch.randn(2, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        plain = factored_attention(image_maps, image_maps, transform, 5)
+        maps = image_maps.clone(memory_format=torch.channels_last)
+        recycled = factored_attention(maps, image_maps, transform, 5, recycle=True)
+    assert recycled.image.data_ptr() == maps.data_ptr()
+    assert recycled.spare.untyped_storage().data_ptr() != maps.untyped_storage().data_ptr()
+    assert max_error(recycled.image, plain.image) < 1e-5 and plain.image.abs().max() > 0.1
 
 
 def test_row_nonzeros_of_rows_longer_than_int16():
