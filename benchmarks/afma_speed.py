@@ -11,7 +11,10 @@ architecture and encoder, all from the same seed on the same input:
   train: a training step, forward, the loss main.py uses (AFMALoss; NLL alone for the baseline) and backward
          (default batch 2, 480x640).
 All variants of one kind are timed in turns, round after round, so that drift in the machine's speed falls
-on every variant alike; a time is the best of --repeats rounds after one warm-up. The FLOPs of one step of
+on every variant alike; a time is the best of --repeats rounds after one warm-up, and the time ratio (the
+verdict) is the ratio of the two best times. Beside it, "per round" gives the median and the range of the
+ratios taken within each round: on a machine shared with others, its spread shows how far one run can be
+trusted. The FLOPs of one step of
 each variant are counted with torch.utils.flop_counter.FlopCounterMode in the same run: the FLOP ratio is the
 floor a time ratio can reach when AFMA runs at the baseline's own rate. The table goes to stdout, and to
 --out when given.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -70,19 +74,27 @@ def parse_args(argv=None):
     return args
 
 
-def best_times(steps, device, repeats):
-    """Best seconds of each step over `repeats` rounds taken in turns (A, B, C, A, B, C, ...)."""
+def round_times(steps, device, repeats):
+    """Seconds of each step in each of `repeats` rounds taken in turns (A, B, C, A, B, C, ...): [round][step]."""
     for step in steps:
         step()  # warm-up: allocator, cuDNN autotuning, lazy initialisation
-    times = [float("inf")] * len(steps)
+    rounds = []
     for _ in range(repeats):
-        for i, step in enumerate(steps):
+        times = []
+        for step in steps:
             synchronize(device)
             start = time.perf_counter()
             step()
             synchronize(device)
-            times[i] = min(times[i], time.perf_counter() - start)
-    return times
+            times.append(time.perf_counter() - start)
+        rounds.append(times)
+    return rounds
+
+
+def paired_ratios(rounds, afma: int, base: int) -> list[float]:
+    """AFMA's time over the baseline's within each round: the two ran seconds apart, so a machine that is slower
+    for a while weighs on both, where the best of each may come from different minutes."""
+    return sorted(times[afma] / times[base] for times in rounds)
 
 
 def flops(step) -> int:
@@ -137,19 +149,25 @@ def main(argv=None) -> str:
              f"({device_name(device)}), {precision}, {layout}, torch {torch.__version__}, best of {args.repeats} "
              f"rounds in turns",
              f"command: `{command_line('benchmarks.afma_speed', argv)}`", ""]
-    header = "| kind | arch | depth | batch | size | baseline s | AFMA s | time ratio | FLOP ratio | target | met |"
+    header = ("| kind | arch | depth | batch | size | baseline s | AFMA s | time ratio | per round: median (range) "
+              "| FLOP ratio | target | met |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     print("\n".join(lines), flush=True)
     for kind in args.kinds:
         steps, batch, (h, w) = make_steps(args, device, kind)
-        times = dict(zip(steps, best_times(list(steps.values()), device, args.repeats)))
+        rounds = round_times(list(steps.values()), device, args.repeats)
+        column = {key: i for i, key in enumerate(steps)}
+        times = {key: min(times[i] for times in rounds) for key, i in column.items()}
         counted = {key: flops(step) for key, step in steps.items()}
         for (row_kind, arch, depth), target in TARGETS.items():
             if row_kind != kind:
                 continue
             t_base, t_afma = times[arch, None], times[arch, depth]
             ratio = t_afma / t_base
+            paired = paired_ratios(rounds, column[arch, depth], column[arch, None])
+            spread = f"{statistics.median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})"
             row = (f"| {kind} | {arch} | {depth} | {batch} | {h}x{w} | {t_base:.3f} | {t_afma:.3f} | {ratio:.2f}x | "
+                   f"{spread} | "
                    f"{counted[arch, depth] / counted[arch, None]:.2f}x | <= {target}x | "
                    f"{'yes' if ratio <= target else 'no'} |")
             lines.append(row)

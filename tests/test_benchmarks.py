@@ -1,5 +1,7 @@
 """benchmarks/: tiny end-to-end runs write their markdown tables with consistent numbers; the GPU defaults and
 targets; the generated data set; bad requests exit with one line."""
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -138,6 +140,9 @@ def test_afma_speed_writes_table(tmp_path, one_thread):
         # own 2-decimal rounding (no assertion on the timing itself).
         ratio = number(row[column["time ratio"]])
         assert (afma - 5e-4) / (base + 5e-4) - 0.005 <= ratio <= (afma + 5e-4) / (base - 5e-4) + 0.005
+        median, low, high = map(float, re.fullmatch(r"([\d.]+)x \(([\d.]+)-([\d.]+)\)",
+                                                    row[column["per round: median (range)"]]).groups())
+        assert low <= median <= high and low > 0
         assert number(row[column["FLOP ratio"]]) >= 1.0  # AFMA only adds arithmetic to the same network
         target = afma_speed.TARGETS[key]
         assert row[column["target"]] == f"<= {target}x"
@@ -215,3 +220,8 @@ def test_afma_pieces_compares_each_piece_with_its_plain_form(tmp_path, one_threa
     # argmax and the recycled memory change no bit; the layout and the 1x1 product only reorder float32 sums
     assert equal["one-hot argmax"] == "yes" and equal["image side and correction"] == "yes"
     assert all(row[4] == "yes" or float(row[4].split()[-1]) < 1e-5 for row in body)
+
+
+def test_paired_ratios_divide_within_each_round():
+    rounds = [[1.0, 1.2], [2.0, 2.2], [1.1, 1.65]]  # [round][baseline, AFMA]
+    assert afma_speed.paired_ratios(rounds, afma=1, base=0) == pytest.approx([1.1, 1.2, 1.5])
