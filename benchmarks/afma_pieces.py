@@ -1,9 +1,10 @@
-"""AFMA's §4.7-§4.9 pieces against their plain PyTorch forms, each on the same input, with the results compared.
+"""AFMA's §4.2 and §4.7-§4.9 pieces against their plain PyTorch forms, each on the same input, with the results compared.
 
     python -m benchmarks.afma_pieces                  # CPU, 640x960, 12 classes, patch 10 (about a minute)
     python -m benchmarks.afma_pieces --scale 0.25 --repeats 3
 
-Rows (no gradient, batch 1): the one-hot's argmax (`logits.argmax(1)` / `class_argmax`); the merged 9x9
+Rows (no gradient, batch 1): the depth-1 non-zero count of random factors with float32 products / in the type
+`support_dtype` picks for this CPU; the one-hot's argmax (`logits.argmax(1)` / `class_argmax`); the merged 9x9
 convolution with its border correction from an NCHW / NHWC input; the depth-1 feature branch (64 channels at
 half resolution: the 1x1 convolution then the scale / `pointwise_conv`); at depth 3, the image side and the
 correction (fresh maps / `recycle`). Each time is the best of --repeats calls
@@ -19,7 +20,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import command_line, device_name
-from models.afma import AFMA, class_argmax, factored_attention, merged_conv_pair, modify_output, pointwise_conv
+from models.afma import (AFMA, class_argmax, count_row_nonzeros, factored_attention, merged_conv_pair, modify_output,
+                         pointwise_conv, support_dtype)
 
 
 def best_of(steps, repeats):
@@ -42,6 +44,10 @@ def pieces(h, w, classes, patch_size):
     afma1, afma3 = AFMA(64, classes, 1, patch_size), AFMA(128, classes, 3, patch_size)
     feature1, feature3 = torch.randn(1, 64, h // 2, w // 2), torch.randn(1, 128, h // 8, w // 8)
     image_maps = merged_conv_pair(x, *afma3.image_branch)
+    area, grid = patch_size * patch_size, (h // patch_size) * (w // patch_size)
+    image1 = torch.randn(1, classes, grid, area).relu_()  # the depth-1 factors: T ends in a ReLU
+    feature1_t = torch.randn(1, classes, (h // 2 // patch_size) * (w // 2 // patch_size), area).relu_()
+    fastest = str(support_dtype(x.device)).removeprefix("torch.")
     feature_maps = pointwise_conv(feature3, afma3.feature_branch, afma3.feature_scale)
 
     def image_side(recycle):
@@ -56,6 +62,9 @@ def pieces(h, w, classes, patch_size):
         ("feature branch at depth 1, conv / product (§4.8)",
          lambda: afma1.feature_branch(feature1) * afma1.feature_scale,
          lambda: pointwise_conv(feature1, afma1.feature_branch, afma1.feature_scale)),
+        (f"non-zero count at depth 1, float32 / {fastest} supports (§4.2)",
+         lambda: count_row_nonzeros(image1, feature1_t, dtype=torch.float32),
+         lambda: count_row_nonzeros(image1, feature1_t)),
         ("image side and correction, depth 3, fresh maps / recycled (§4.9)",
          lambda: image_side(False), lambda: image_side(True)),
     ]

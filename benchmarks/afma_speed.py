@@ -97,8 +97,15 @@ def paired_ratios(rounds, afma: int, base: int) -> list[float]:
     return sorted(times[afma] / times[base] for times in rounds)
 
 
+def int_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """2 m k n, as FlopCounterMode counts a float (m, k) @ (k, n) product."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
 def flops(step) -> int:
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one step; the non-zero count's int8 products (§4.2) at full weight, as its float ones would be:
+    FlopCounterMode itself counts no integer product."""
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten._int_mm: int_mm_flops}) as counter:
         step()
     return counter.get_total_flops()
 

@@ -8,15 +8,15 @@ image-resolution / feature-resolution maps, s the feature map's stride.
     §2  the output correction  z' = z * (1 + R)
     §3  the gold AFMA and the MSE that trains the attention
     §4  exact speed-ups: 4.1 the merged image-branch convolution, 4.2 the blocked non-zero count from the
-        supports (bf16 where the CPU multiplies it natively), 4.3 the factored product and the Gram identity,
+        supports (int8 or bf16 where the CPU multiplies it natively), 4.3 the factored product and the Gram identity,
         4.4 T's two linear maps as one matrix, 4.5 the pooled one-hot from counts, 4.6 the fold read as a view,
         4.7 the one-hot's argmax from two vectorised maxima, 4.8 the feature branch's 1x1 convolution as a product,
         4.9 without gradient on the CPU, temporaries written into each other's memory
 
 The AFMA of one (image, class) is a product of two thin matrices, so `FactoredAttention` keeps the two
 factors: the correction and the MSE then cost O((Li + Lf) P^2) instead of O(Li Lf P), and the Li x Lf matrix
-is only formed when someone asks (`.dense()`), or without gradient, as 0/1 supports in 16 bits where the
-device multiplies them fastest and in row blocks, to count each row's non-zeros (the one step that still
+is only formed when someone asks (`.dense()`), or without gradient, as 0/1 supports in the type the
+device multiplies fastest (int8 or 16 bits) and in row blocks, to count each row's non-zeros (the one step that still
 costs O(Li Lf P), §4.2).
 The public functions `patch_attention`, `modify_output` and `gold_afma` take and return dense tensors too;
 `models/reference.py` is the slow literal transcription every one of them is tested against.
@@ -336,52 +336,65 @@ def pointwise_conv(x: Tensor, conv: nn.Conv2d, scale: float) -> Tensor:
     return out.view(b, -1, h, w)
 
 
-# Elements of one block of the non-zero count's (matrices, rows, Lf) product: bounds its transient buffer to 2**24
-# elements (32 MB in 16 bits) whatever the batch, classes and input size. Smaller blocks were measured slower on
-# the CPU (1.6x at 2**19): each product call packs its right factor again.
+# Elements of one block of the non-zero count's (matrices, rows, Lf) product: bounds its transient buffer whatever the
+# batch, classes and input size. Float products: 2**24 (32 MB in 16 bits); smaller ones were measured slower on the
+# CPU (1.6x at 2**19), each call packing its right factor again. int8 products: 2**20 (4 MB of int32 sums, which
+# stay in cache while they are counted), 1.6x faster than 2**24 at depth 1, 640x960.
 COUNT_BLOCK_ELEMENTS = 1 << 24
+COUNT_BLOCK_ELEMENTS_INT8 = 1 << 20
 
 
 def support_dtype(device: torch.device) -> torch.dtype:
-    """The float type the 0/1 supports are multiplied in: the fastest one, as any is exact for the count.
+    """The type the 0/1 supports are multiplied in: the fastest one, as any is exact for the count.
 
-    The products are 0 or 1 exactly and their sum is 0 exactly when all of them are: rounding never takes a
-    sum of non-negative terms to 0 (an overflow gives +inf, non-zero too). CUDA multiplies float16 fastest;
-    a CPU with native bf16 dot products (AVX512-BF16, AMX) multiplies bfloat16 several times faster than
-    float32, where elsewhere bfloat16 would be emulated: float32 there.
+    int8 products sum exactly into int32. In a float type the products are 0 or 1 exactly and their sum is 0
+    exactly when all of them are: rounding never takes a sum of non-negative terms to 0 (an overflow gives +inf,
+    non-zero too). CUDA multiplies float16 fastest. A CPU with VNNI int8 dot products (AVX512-VNNI, AVX-VNNI,
+    AMX) multiplies int8 about twice as fast as bfloat16 (`torch._int_mm`, oneDNN), and bfloat16 several times
+    faster than float32 where it has native bf16; elsewhere int8 and bfloat16 would be emulated: float32 there.
     """
     if device.type == "cuda":
         return torch.float16
+    if torch.cpu._is_vnni_supported() and hasattr(torch, "_int_mm"):
+        return torch.int8
     return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else torch.float32
 
 
-def count_row_nonzeros(image: Tensor, feature: Tensor, spare: Tensor | None = None) -> Tensor:
+def count_row_nonzeros(image: Tensor, feature: Tensor, spare: Tensor | None = None,
+                       dtype: torch.dtype | None = None) -> Tensor:
     """(B, C, Li, 1): non-zero entries per row of image @ feature^T, exactly and without gradient (§4.2).
 
     Assumes both factors are non-negative (T ends in a ReLU): then an entry is a sum of non-negative
     products, non-zero exactly when the supports of the two rows meet. The overlaps of the 0/1 supports are
-    multiplied in row blocks (`support_dtype`, `COUNT_BLOCK_ELEMENTS`). A non-negative float is non-zero iff
-    the integer under its bits is (sums of +0 and positive products give no -0), so min(bits, 1) summed over
-    a row is its count: one in-place pass over the block while it is in cache, no bool tensor, no cast.
-    Packing the supports into int64 words and counting pairs with a non-zero AND was measured slower on the
-    CPU (2.0 s against 0.64 s for float32 products at depth 1, 640x960): each eager elementwise step is one
-    more pass over all Li x Lf pairs, where the product's inner loop stays in registers.
+    multiplied in row blocks (`COUNT_BLOCK_ELEMENTS`), in `dtype` (by default `support_dtype`). An int8
+    product gives each overlap as an int32; a non-negative float is non-zero iff the integer under its bits is
+    (sums of +0 and positive products give no -0). Either way min(integer, 1) summed over a row is its count:
+    one in-place pass over the block while it is in cache, no bool tensor, no cast. int8 supports are `gt`'s
+    bools read as bytes (True is 1), so they cost no cast either. Packing the supports into int64 words and
+    counting pairs with a non-zero AND was measured slower on the CPU (2.0 s against 0.64 s for float32
+    products at depth 1, 640x960): each eager elementwise step is one more pass over all Li x Lf pairs, where
+    the product's inner loop stays in registers.
     """
     with torch.no_grad():
         if not image.is_cuda:  # on CUDA the check would be a host sync every forward; the ReLU guarantees it
             assert all(t.numel() == 0 or t.min() >= 0 for t in (image, feature)), "the count needs non-negative factors"
         b, c, li, area = image.shape
         lf, bc = feature.shape[2], b * c
-        dtype = support_dtype(image.device)
-        bits = torch.int16 if dtype.itemsize == 2 else torch.int32
+        dtype = dtype or support_dtype(image.device)
+        exact_ints = not dtype.is_floating_point
+        flags = torch.bool if exact_ints else dtype  # what `gt` writes: bools become int8 by a view
+        sums = torch.int32 if exact_ints else dtype
+        bits = torch.int16 if sums.itemsize == 2 else torch.int32
         total = torch.int16 if lf < 2**15 else torch.int32  # a row's count is at most Lf; int16 sums faster
-        into = image.new_empty(image.shape, dtype=dtype) if spare is None else recycled(spare, image.shape, dtype)
-        support = torch.gt(image, 0, out=into).view(bc, li, area)  # no bool copy
+        into = image.new_empty(image.shape, dtype=flags) if spare is None else recycled(spare, image.shape, flags)
+        support = torch.gt(image, 0, out=into).view(dtype).view(bc, li, area)  # no bool copy
         feature_t = (feature > 0).to(dtype).reshape(bc, lf, area).transpose(1, 2).contiguous()  # (BC, P, Lf)
         matrices = max(1, bc) if image.is_cuda else 1  # the CPU's bmm into `out` is slower than one mm per matrix
-        rows = max(1, COUNT_BLOCK_ELEMENTS // (matrices * max(1, lf)))
-        buffer = torch.empty(matrices * min(rows, li) * lf, dtype=dtype, device=image.device)
+        block = COUNT_BLOCK_ELEMENTS_INT8 if exact_ints else COUNT_BLOCK_ELEMENTS
+        rows = max(1, block // (matrices * max(1, lf)))
+        buffer = torch.empty(matrices * min(rows, li) * lf, dtype=sums, device=image.device)
         counts = torch.empty(bc, li, dtype=total, device=image.device)
+        product = torch._int_mm if exact_ints else torch.mm
         for m in range(0, bc, matrices):
             for i in range(0, li, rows):
                 n = min(rows, li - i)
@@ -389,7 +402,7 @@ def count_row_nonzeros(image: Tensor, feature: Tensor, spare: Tensor | None = No
                 if image.is_cuda:
                     torch.bmm(support[m : m + matrices, i : i + n], feature_t[m : m + matrices], out=overlaps)
                 else:
-                    torch.mm(support[m, i : i + n], feature_t[m], out=overlaps[0])
+                    product(support[m, i : i + n], feature_t[m], out=overlaps[0])
                 torch.sum(overlaps.view(bits).clamp_(max=1), -1, dtype=total, out=counts[m : m + matrices, i : i + n])
         # float32 at least: a bf16 count of a few thousand would already be rounded.
         return counts.view(b, c, li, 1).to(torch.promote_types(image.dtype, torch.float32))

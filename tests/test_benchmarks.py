@@ -215,13 +215,23 @@ def test_afma_pieces_compares_each_piece_with_its_plain_form(tmp_path, one_threa
     text = afma_pieces.main(["--scale", "0.1", "--patch-size", "4", "--repeats", "1", "--out", str(out)])
     assert out.read_text() == text and "python -m benchmarks.afma_pieces" in text
     header, body = table_rows(text, "piece")
-    assert len(body) == 4 and all(number(row[1]) > 0 and number(row[2]) > 0 for row in body)
+    assert len(body) == 5 and all(number(row[1]) > 0 and number(row[2]) > 0 for row in body)
     equal = {row[0].split(" (")[0].split(",")[0]: row[4] for row in body}
-    # argmax and the recycled memory change no bit; the layout and the 1x1 product only reorder float32 sums
+    # argmax, the count and the recycled memory change no bit; the layout and the 1x1 product reorder float32 sums
     assert equal["one-hot argmax"] == "yes" and equal["image side and correction"] == "yes"
+    assert equal["non-zero count at depth 1"] == "yes"
     assert all(row[4] == "yes" or float(row[4].split()[-1]) < 1e-5 for row in body)
 
 
 def test_paired_ratios_divide_within_each_round():
     rounds = [[1.0, 1.2], [2.0, 2.2], [1.1, 1.65]]  # [round][baseline, AFMA]
     assert afma_speed.paired_ratios(rounds, afma=1, base=0) == pytest.approx([1.1, 1.2, 1.5])
+
+
+def test_flops_count_the_int8_count_as_its_float_form():
+    from models.afma import count_row_nonzeros
+
+    image, feature = torch.rand(1, 2, 30, 16), torch.rand(1, 2, 20, 16)
+    as_ints = afma_speed.flops(lambda: count_row_nonzeros(image, feature, dtype=torch.int8))
+    as_floats = afma_speed.flops(lambda: count_row_nonzeros(image, feature, dtype=torch.float32))
+    assert as_ints == as_floats == 2 * (2 * 30) * 16 * 20  # 2 m k n over the (classes x rows) image rows

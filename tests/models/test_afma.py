@@ -173,7 +173,8 @@ def test_row_nonzeros_in_small_blocks_equals_one_block(monkeypatch):
     img, fea = random_branches(2, 3, 40, 60, 2, torch.float64)
     attention = factored_attention(img, fea, make_transform(10, torch.float64), 10)
     whole = attention.row_nonzeros()
-    monkeypatch.setattr(afma, "COUNT_BLOCK_ELEMENTS", 50)  # one row per block
+    monkeypatch.setattr(afma, "COUNT_BLOCK_ELEMENTS", 50)  # one row per block, whichever the support type
+    monkeypatch.setattr(afma, "COUNT_BLOCK_ELEMENTS_INT8", 50)
     assert torch.equal(attention.row_nonzeros(), whole)
     assert torch.equal(whole, (attention.dense() != 0).sum(-1, keepdim=True).double())
 
@@ -184,14 +185,11 @@ def literal_row_nonzeros(image, feature):
     return meet.any(-1).sum(-1, keepdim=True).float()
 
 
-@pytest.mark.parametrize("support", [torch.bfloat16, torch.float32, torch.float16])
+@pytest.mark.parametrize("support", [torch.int8, torch.bfloat16, torch.float32, torch.float16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("p", [3, 8, 10, 13, 17])  # P = 9, 64, 100, 169, 289: around 64-bit words and bf16's 256
-def test_row_nonzeros_equal_the_literal_count_on_adversarial_rows(p, dtype, support, monkeypatch):
-    """Whatever float type the supports are multiplied in: the count only asks whether a sum is 0."""
-    import models.afma as afma
-
-    monkeypatch.setattr(afma, "support_dtype", lambda device: support)
+def test_row_nonzeros_equal_the_literal_count_on_adversarial_rows(p, dtype, support):
+    """Whatever type the supports are multiplied in: the count only asks whether a sum is 0."""
     torch.manual_seed(0)
     image = torch.relu(torch.randn(2, 3, 40, p * p)).to(dtype)
     feature = torch.relu(torch.randn(2, 3, 30, p * p) - 1.5).to(dtype)  # sparse: many pairs do not meet
@@ -200,7 +198,7 @@ def test_row_nonzeros_equal_the_literal_count_on_adversarial_rows(p, dtype, supp
     feature[:, :, :4] = 0
     feature[:, 0, 4:8] = 1  # all-positive features: every non-zero image row meets them
     feature[:, :, 8, -1] = 2 ** -14  # one tiny value in the last position, past the last whole 64 bits
-    counts = count_row_nonzeros(image, feature)
+    counts = count_row_nonzeros(image, feature, dtype=support)
     assert counts.dtype == torch.float32
     assert torch.equal(counts, literal_row_nonzeros(image, feature))
     assert counts[:, :, :5].eq(0).all() and counts.max() > 0
@@ -318,13 +316,16 @@ def test_row_nonzeros_of_rows_longer_than_int16():
     assert count_row_nonzeros(image, feature).flatten().tolist() == [2**15 + 3] * 2
 
 
-def test_support_dtype_is_bf16_only_with_native_bf16(monkeypatch):
+def test_support_dtype_is_int8_or_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch):
     import models.afma as afma
 
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert afma.support_dtype(torch.device("cpu")) == torch.float32
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert afma.support_dtype(torch.device("cpu")) == torch.bfloat16
+    cpu = torch.device("cpu")
+    for vnni, bf16, expected in [(False, False, torch.float32), (False, True, torch.bfloat16),
+                                 (True, False, torch.int8), (True, True, torch.int8)]:
+        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+        assert afma.support_dtype(cpu) == expected
+    assert afma.support_dtype(torch.device("cuda")) == torch.float16
 
 
 def test_merged_transform_equals_the_two_linear_maps_values_and_gradients():
