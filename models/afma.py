@@ -385,7 +385,8 @@ def count_row_nonzeros(image: Tensor, feature: Tensor, spare: Tensor | None = No
         flags = torch.bool if exact_ints else dtype  # what `gt` writes: bools become int8 by a view
         sums = torch.int32 if exact_ints else dtype
         bits = torch.int16 if sums.itemsize == 2 else torch.int32
-        total = torch.int16 if lf < 2**15 else torch.int32  # a row's count is at most Lf; int16 sums faster
+        # A row's count is at most Lf: int16 sums 16-bit words faster; 32-bit words sum into int32 without a cast.
+        total = torch.int16 if bits == torch.int16 and lf < 2**15 else torch.int32
         into = image.new_empty(image.shape, dtype=flags) if spare is None else recycled(spare, image.shape, flags)
         support = torch.gt(image, 0, out=into).view(dtype).view(bc, li, area)  # no bool copy
         feature_t = (feature > 0).to(dtype).reshape(bc, lf, area).transpose(1, 2).contiguous()  # (BC, P, Lf)
