@@ -389,7 +389,10 @@ def count_row_nonzeros(image: Tensor, feature: Tensor, spare: Tensor | None = No
         total = torch.int16 if bits == torch.int16 and lf < 2**15 else torch.int32
         into = image.new_empty(image.shape, dtype=flags) if spare is None else recycled(spare, image.shape, flags)
         support = torch.gt(image, 0, out=into).view(dtype).view(bc, li, area)  # no bool copy
-        feature_t = (feature > 0).to(dtype).reshape(bc, lf, area).transpose(1, 2).contiguous()  # (BC, P, Lf)
+        # (BC, P, Lf), in fresh memory: its strides are then the usual ones even for a size-1 P or Lf, where
+        # `contiguous()` keeps a transpose's; `_int_mm` silently leaves `out` unwritten for such strides.
+        feature_t = torch.empty(bc, area, lf, dtype=dtype, device=image.device)
+        feature_t.copy_((feature > 0).reshape(bc, lf, area).transpose(1, 2))
         matrices = max(1, bc) if image.is_cuda else 1  # the CPU's bmm into `out` is slower than one mm per matrix
         block = COUNT_BLOCK_ELEMENTS_INT8 if exact_ints else COUNT_BLOCK_ELEMENTS
         rows = max(1, block // (matrices * max(1, lf)))

@@ -204,6 +204,18 @@ def test_row_nonzeros_equal_the_literal_count_on_adversarial_rows(p, dtype, supp
     assert counts[:, :, :5].eq(0).all() and counts.max() > 0
 
 
+@pytest.mark.parametrize("support", [torch.int8, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("li, lf, area", [(3, 4, 1), (5, 1, 9), (1, 6, 4), (1, 1, 1)])
+def test_row_nonzeros_of_one_value_patches_or_single_rows(li, lf, area, support):
+    """Size-1 dimensions: tensors whose strides are no longer the usual ones once transposed."""
+    torch.manual_seed(0)
+    image = torch.relu(torch.randn(2, 3, li, area))
+    feature = torch.relu(torch.randn(2, 3, lf, area))
+    image[0, 0], feature[1, 2] = 1, 0
+    counts = count_row_nonzeros(image, feature, dtype=support)
+    assert torch.equal(counts, literal_row_nonzeros(image, feature)) and counts.max() > 0
+
+
 def test_row_nonzeros_refuse_negative_factors():
     image, feature = torch.rand(1, 1, 4, 9), torch.rand(1, 1, 3, 9)
     feature[0, 0, 1, 2] = -1
