@@ -382,6 +382,7 @@ def count_row_nonzeros(image: Tensor, feature: Tensor, spare: Tensor | None = No
         lf, bc = feature.shape[2], b * c
         dtype = dtype or support_dtype(image.device)
         exact_ints = not dtype.is_floating_point
+        assert not (exact_ints and image.is_cuda), "int8 supports are multiplied on the CPU (float16 on CUDA)"
         flags = torch.bool if exact_ints else dtype  # what `gt` writes: bools become int8 by a view
         sums = torch.int32 if exact_ints else dtype
         bits = torch.int16 if sums.itemsize == 2 else torch.int32
