@@ -1,6 +1,7 @@
 """save_pretrained / from_pretrained / push_to_hub, SMP's own methods on an AFMA model, and the command that turns
 a run's best.pt into a saved-model folder."""
 import json
+from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -141,7 +142,7 @@ class FakeHub:
 
     def upload_folder(self, *, repo_id, folder_path, repo_type, revision, commit_message, create_pr):
         self.calls.append(("upload_folder", repo_id, repo_type, commit_message))
-        for path in folder_path and __import__("pathlib").Path(folder_path).iterdir():
+        for path in Path(folder_path).iterdir():
             (self.remote / path.name).write_bytes(path.read_bytes())
         return "commit-url"
 
@@ -183,17 +184,28 @@ def test_the_command_turns_best_pt_into_a_folder_that_loads(tmp_path, capsys):
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # no staging left
 
 
-@pytest.mark.parametrize("case", ["missing checkpoint", "folder not empty", "not a checkpoint"])
-def test_the_command_fails_in_one_line_and_writes_nothing(tmp_path, capsys, case):
+@pytest.mark.parametrize("case, message", [
+    ("missing checkpoint", "does not exist"),
+    ("folder not empty", "already exists and is not an empty folder"),
+    ("not a checkpoint", "cannot be read as a checkpoint"),
+    ("disk full", "cannot be written (No space left on device)"),
+])
+def test_the_command_fails_in_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, case, message):
     checkpoint, target = best_pt(tmp_path, trained_like()), tmp_path / "afma-unet"
     if case == "missing checkpoint":
         checkpoint = tmp_path / "run" / "nope.pt"
     elif case == "folder not empty":
         write(target / "notes.txt", "mine")
-    else:
+    elif case == "not a checkpoint":
         write(checkpoint, "not a zip")
+    else:
+        def full_disk(model, directory):  # the weights are written, then the config's write fails
+            write(directory / "model.safetensors", "weights")
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(SegmentationModel, "save_pretrained", full_disk)
     before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
     assert tool.main([str(checkpoint), str(target)]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error: ") and error.count("\n") == 1
+    assert error.startswith("error: ") and error.count("\n") == 1 and message in error
     assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
