@@ -196,11 +196,18 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_replacing(path: Path, write) -> None:
     """write(temporary_path), then rename it to `path` (atomic on one file system)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # opened as any new file: the umask's mode
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(str(temporary))
+        os.chmod(temporary, 0o666 & ~_umask())  # safetensors' writer makes its file private (0600)
         os.replace(temporary, path)
     except OSError as error:
         raise PretrainedError(f"{path} cannot be written ({error.strerror or error}); free space or choose "

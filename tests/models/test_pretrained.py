@@ -1,6 +1,7 @@
 """save_pretrained / from_pretrained / push_to_hub, SMP's own methods on an AFMA model, and the command that turns
 a run's best.pt into a saved-model folder."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ def test_a_saved_model_loads_back_as_the_same_model_with_equal_output(tmp_path):
     model = trained_like(dataset="camvid", train_size=(64, 96), eval_size=(96, 128), mean=(0.5, 0.5, 0.5))
     model.save_pretrained(tmp_path / "saved")
     assert sorted(path.name for path in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {path.stat().st_mode & 0o777 for path in (tmp_path / "saved").iterdir()} == {0o666 & ~umask}  # as open()
 
     loaded = SegmentationModel.from_pretrained(tmp_path / "saved")
     assert loaded.spec == model.spec and not loaded.training
