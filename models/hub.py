@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
+import segmentation_models_pytorch as smp
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from safetensors import SafetensorError
@@ -129,8 +130,8 @@ def read_spec(config_path, name):
         raise PretrainedError(f"{config_path} cannot be read as JSON ({error}); save the model again") from None
     if not isinstance(config, dict):
         raise PretrainedError(f"{config_path} is not a saved AFMA model's config (not a JSON object)")
-    smp_class = config.pop(SMP_CLASS_KEY, None)
-    if smp_class not in (None, NOT_AN_SMP_CLASS):
+    smp_class = config.pop(SMP_CLASS_KEY, None)  # ours says it is no SMP class, whatever its wording then
+    if isinstance(smp_class, str) and hasattr(smp, smp_class):
         raise PretrainedError(f"{name} holds a plain SMP {smp_class} (saved by SMP's save_pretrained), not an AFMA "
                               f"model: load it with segmentation_models_pytorch.from_pretrained")
     try:

@@ -28,10 +28,20 @@ def foreign_models(monkeypatch, request):
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
-def test_each_architecture_has_an_entry_that_builds_it_with_afma(arch):
+def test_each_architecture_has_an_entry_that_builds_it_with_afma(arch, monkeypatch):
+    """Each entry passes its architecture and the caller's arguments to build_model (recorded, not built: some
+    architectures want other encoders than resnet18)."""
+    import models
+
+    monkeypatch.setattr(models, "build_model", lambda *args, **kwargs: (args, kwargs))
     entry = arch.replace("+", "plus").replace("-", "_")
-    model = torch.hub.load(ROOT, entry, source="local", att_depth=3, **SMALL)
-    assert (model.spec.arch, model.spec.att_depth, model.afma_enabled) == (arch, 3, True)
+    args, kwargs = torch.hub.load(ROOT, entry, source="local", encoder_name="tu-x", att_depth=3, classes=5, scale=0.5)
+    assert args == (arch, "tu-x", "imagenet", 5, 3, 10) and kwargs == {"scale": 0.5}
+
+
+def test_an_entry_builds_the_model_with_afma():
+    model = torch.hub.load(ROOT, "pspnet", source="local", att_depth=3, **SMALL)
+    assert (model.spec.arch, model.spec.att_depth, model.afma_enabled) == ("pspnet", 3, True)
 
 
 def test_the_generic_entry_takes_the_architecture_by_name():

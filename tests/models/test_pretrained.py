@@ -96,6 +96,8 @@ def write(path, text):
     (lambda d: write(d / "config.json", "{arch: unet"), r"cannot be read as JSON"),
     (lambda d: write(d / "config.json", "[1, 2]"), r"not a saved AFMA model's config \(not a JSON object\)"),
     (lambda d: write(d / "config.json", json.dumps({"hidden_size": 768})), r"unknown model spec fields"),
+    (lambda d: write(d / "config.json", json.dumps({"_model_class": "AFMA, worded otherwise", "hidden_size": 768})),
+     r"unknown model spec fields \['hidden_size'\]"),
     (lambda d: write(d / "config.json", json.dumps({"arch": "unet", "encoder_name": "resnet18",
                                                     "classes": ["a"]})), r"classes=1 is not valid"),
     (lambda d: save_file({"net.weight": torch.zeros(1)}, d / "model.safetensors"), r"does not fit .*missing"),
