@@ -106,7 +106,7 @@ def load_pretrained(name, *, device="cpu", revision: str | None = None, cache_di
 
     model = build_model(**read_spec(config_path, name).to_dict())
     try:
-        missing, unexpected = load_model(model, weights_path, strict=False, device=str(device))
+        missing, unexpected = load_model(model, weights_path, strict=False)  # on the CPU: moved once, below
     except (SafetensorError, RuntimeError, OSError) as error:  # a corrupt file, a tensor of another shape
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
