@@ -2,6 +2,8 @@
 
     model = build_model("unet", "resnet34", "imagenet", classes=12, att_depth=2)
     model = build_model(**model.spec.to_dict())        # the same model again, from what a checkpoint holds
+    model.save_pretrained("afma-unet")                 # config.json + model.safetensors, as SMP's models
+    model = SegmentationModel.from_pretrained("afma-unet")   # or a hub id, "user/afma-unet"
 """
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ import segmentation_models_pytorch as smp
 
 from .afma import AFMA, FactoredAttention, gold_afma, modify_output, patch_attention
 from .architectures import ARCHITECTURES, create_smp_model, feature_stride
-from .hub import hub_access, hub_host
+from .hub import PretrainedError, hub_access, hub_host
 from .segmentation import SegmentationModel
 from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError, variant_name
 
 __all__ = [
-    "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "FactoredAttention", "ModelSpec", "SegmentationModel",
-    "SettingError", "WeightsUnavailable", "build_model", "check_weights", "gold_afma", "modify_output",
-    "normalisation", "patch_attention", "variant_name",
+    "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "FactoredAttention", "ModelSpec", "PretrainedError",
+    "SegmentationModel", "SettingError", "WeightsUnavailable", "build_model", "check_weights", "gold_afma",
+    "modify_output", "normalisation", "patch_attention", "variant_name",
 ]
 
 ATTENTION_DEPTHS = (1, 2, 3, 4, 5)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from .afma import AFMA, FactoredAttention
 from .architectures import feature_stride
+from .hub import guard_inner_network, load_pretrained, push_to_hub, save_pretrained
 from .spec import ModelSpec
 
 
@@ -38,7 +40,24 @@ class SegmentationModel(nn.Module):
             if patch_min > min_size:
                 min_size = patch_min
                 self.min_size_reason = f"one {spec.patch_size}x{spec.patch_size} patch at attention depth {spec.att_depth}"
+            guard_inner_network(net)  # SMP's save_pretrained on self.net would drop the AFMA weights
         self.min_size = _round_up(min_size, self.size_divisor)
+
+    # ------------------------------------------------------------------ save and load as SMP's models do
+    def save_pretrained(self, directory) -> Path:
+        """Write config.json (the spec) and model.safetensors (every weight) into `directory`."""
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, name, **options) -> "SegmentationModel":
+        """The model in a folder written by save_pretrained, or in a hub repository ("user/model"); in eval mode.
+        `options`: device, revision, cache_dir, token, force_download, local_files_only."""
+        return load_pretrained(name, **options)
+
+    def push_to_hub(self, repo_id: str, **options):
+        """save_pretrained into the hub repository `repo_id` (created if missing). `options`: private, token,
+        revision, commit_message, create_pr."""
+        return push_to_hub(self, repo_id, **options)
 
     @property
     def afma_enabled(self) -> bool:

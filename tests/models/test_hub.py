@@ -1,4 +1,5 @@
-"""Pretrained weights on a node without a network: the cache at once, or one clear error at once."""
+"""Pretrained weights, and saved AFMA models, on a node without a network: the cache at once, or one clear error
+at once."""
 import json
 import socket
 import time
@@ -9,7 +10,7 @@ import torch
 from huggingface_hub import constants
 from safetensors.torch import save_file
 
-from models import WeightsUnavailable, build_model, normalisation
+from models import PretrainedError, SegmentationModel, WeightsUnavailable, build_model, normalisation
 from models.hub import hub_unreachable
 
 
@@ -62,3 +63,31 @@ def test_cached_weights_load_offline(no_dns, hub_cache):
     loaded = model.net.encoder.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in weights.items() if key in loaded)
     assert normalisation("resnet18", "imagenet") == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+
+
+# ------------------------------------------------------------------------ a saved AFMA model from the hub's cache
+def saved_model(folder):
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", None, classes=3, att_depth=2, patch_size=4).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def test_a_hub_model_that_is_not_cached_fails_at_once_with_one_line(no_dns, hub_cache):
+    with pytest.raises(PretrainedError, match="huggingface.co cannot be resolved and it is not cached") as caught:
+        SegmentationModel.from_pretrained("someone/afma-unet")
+    assert "\n" not in str(caught.value)
+    assert constants.HF_HUB_OFFLINE is False
+
+
+def test_a_cached_hub_model_loads_offline(no_dns, hub_cache):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repository = hub_cache / "models--someone--afma-unet"
+    model = saved_model(repository / "snapshots" / commit)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(commit)
+
+    loaded = SegmentationModel.from_pretrained("someone/afma-unet")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], model(x)[0])
