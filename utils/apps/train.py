@@ -270,10 +270,14 @@ def claim_problem(run_dir: Path, flag: str) -> str | None:
         file.close()
         return (f"{run_dir} is in use by another run (PID {owner[0]} on {owner[-1]}): wait until it ends, or choose "
                 f"another folder")
-    file.seek(0)
-    file.truncate()
-    file.write(f"{os.getpid()} {socket.gethostname()}\n")
-    file.flush()
+    try:
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()} {socket.gethostname()}\n")
+        file.flush()
+    except OSError as error:  # a full disk: the claim cannot name its owner
+        file.close()
+        return f"{run_dir / CLAIM} cannot be written ({error.strerror}): free space, or choose a folder you can write"
     _claims[run_dir] = file
     return None
 
