@@ -143,24 +143,36 @@ def finish(config: RunConfig, allow_changed: bool = False) -> dict:
     return train(config)
 
 
+# The reported scores, in column order: (column, its value in a split of metrics.json, the paired bootstrap's key or
+# None where only the difference of the means is reported). The per-class IoUs come first, one column per class.
+SCORES = (
+    ("mIoU", lambda r: r["miou"], "miou"),
+    ("mIoU (void ignored)", lambda r: r.get("void_ignored", {}).get("miou"), "void_ignored_miou"),  # None: older runs
+    ("global IoU", lambda r: r["global_iou"], None),
+    ("mean accuracy", lambda r: r["accuracy"], None),
+    *((f"found {bucket}", lambda r, b=bucket: r["small_objects"]["mean_recall50"][b], None) for bucket in BUCKETS),
+    ("small-object IoU", lambda r: r["small_objects"]["mean_small_iou"], None),
+)
+DIGITS = 4  # the decimals every score and difference is printed with
+
+
 def comparison_markdown(results: dict, paired: dict, archs, variants, config: RunConfig, seeds: list[int]) -> str:
     """Per architecture, one row per model (baseline first), per-class IoU, the means, the small-object scores,
     each the mean +- standard deviation over the seeds when there are several; below each AFMA row, its
     difference from the baseline: for the class IoUs and both mIoUs the paired bootstrap difference and its
-    95 % interval, "*" where the interval excludes 0; for the rest the difference of the means. Every score
-    is the authors' protocol but the column "mIoU (void ignored)" (the Cityscapes/SegNet protocol,
+    95 % interval, "*" where the printed interval excludes 0; for the rest the difference of the means. Every
+    score is the authors' protocol but the column "mIoU (void ignored)" (the Cityscapes/SegNet protocol,
     utils.metrics.void_ignored_scores)."""
     dataset = DATASETS[config.dataset]
     names = scored_classes(config.classes)
-    columns = [*names, "mIoU", "mIoU (void ignored)", "global IoU", "mean accuracy", *(f"found {b}" for b in BUCKETS),
-               "small-object IoU"]
+    columns = list(row_values(None, names))
     depths = ", ".join(str(d) for d in variants if d is not None)
     boot = next((p for p in paired.values() if p), None)
     interval = (f"Differences: AFMA - baseline on the test images pooled over the seeds, with a "
                 f"{boot['level']:.0%} paired bootstrap interval over the {boot['images']} test images "
                 f"({boot['resamples']} resamples, numpy seed {boot['seed']}; the same resample for both models and "
-                f"every seed); \"*\": the interval excludes 0. Global IoU, mean accuracy and the small-object "
-                f"scores: the difference of the means only." if boot else
+                f"every seed); \"*\": the interval, as printed, excludes 0. Global IoU, mean accuracy and the "
+                f"small-object scores: the difference of the means only." if boot else
                 "Differences: of the means (these runs kept no per-image confusion matrices, so no interval).")
     lines = [f"# Baseline vs AFMA on {config.dataset} ({config.data_dir})", "",
              f"Encoder {config.model.encoder_name}, AFMA at depth {depths}, patch {config.model.patch_size}, "
@@ -182,24 +194,29 @@ def comparison_markdown(results: dict, paired: dict, archs, variants, config: Ru
             if all(result.get("no_labels") for result in runs):
                 cells = ["no labels"] * len(columns)
             else:
-                cells = [mean_std_cell([row[i] for row in rows]) for i in range(len(columns))]
+                cells = [mean_std_cell([row[column] for row in rows]) for column in columns]
             lines.append(f"| {variant_label(depth)} | " + " | ".join(cells) + " |")
             if depth is not None:
                 means = seed_means(runs, names)
-                diffs = [difference(b, v) for b, v in zip(base, means)]
+                diffs = {column: difference(base[column], means[column]) for column in columns}
                 if paired[arch, depth]:
-                    p = paired[arch, depth]
-                    entries = [*({key: p["per_class_iou"][key][i] for key in ("diff", "low", "high")}
-                                 for i in range(len(names))), p["miou"], p["void_ignored_miou"]]
-                    diffs[:len(entries)] = [interval_cell(entry) for entry in entries]
-                lines.append("| difference | " + " | ".join(diffs) + " |")
+                    diffs |= {column: interval_cell(entry) for column, entry in
+                              paired_entries(paired[arch, depth], names).items()}
+                lines.append("| difference | " + " | ".join(diffs[column] for column in columns) + " |")
         lines += ["", f"![{arch}](comparison_{arch}.png)", ""]
     return "\n".join(lines)
 
 
-def seed_means(results: list[dict], names) -> list:
+def paired_entries(paired: dict, names) -> dict:
+    """The paired bootstrap's {"diff", "low", "high"} of each column that has one, by column name."""
+    entries = {name: {key: paired["per_class_iou"][key][i] for key in ("diff", "low", "high")}
+               for i, name in enumerate(names)}
+    return entries | {column: paired[key] for column, _, key in SCORES if key}
+
+
+def seed_means(results: list[dict], names) -> dict:
     rows = [row_values(result, names) for result in results]
-    return [stats.mean_std([row[i] for row in rows])[0] for i in range(len(rows[0]))]
+    return {column: stats.mean_std([row[column] for row in rows])[0] for column in rows[0]}
 
 
 def mean_std_cell(values) -> str:
@@ -209,34 +226,35 @@ def mean_std_cell(values) -> str:
     mean, std = stats.mean_std(values)
     if mean != mean:
         return "-"
-    return f"{mean:.4f} ± {std:.4f}" if std == std else f"{mean:.4f}"
+    return f"{mean:.{DIGITS}f} ± {std:.{DIGITS}f}" if std == std else f"{mean:.{DIGITS}f}"
 
 
 def interval_cell(entry: dict) -> str:
-    """+0.0123 [-0.0050, +0.0301], with * where the interval excludes 0."""
+    """+0.0123 [-0.0050, +0.0301], with * where the interval excludes 0 as printed: an interval that rounds to
+    [-0.0000, -0.0000] claims nothing the reader can see, so it gets no star."""
     if entry["diff"] != entry["diff"]:
         return "-"
-    mark = " *" if stats.excludes_zero(entry) else ""
-    return f"{entry['diff']:+.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}]{mark}"
+    printed = {bound: float(f"{entry[bound]:.{DIGITS}f}") for bound in ("low", "high")}
+    mark = " *" if stats.excludes_zero(printed) else ""
+    return f"{entry['diff']:+.{DIGITS}f} [{entry['low']:+.{DIGITS}f}, {entry['high']:+.{DIGITS}f}]{mark}"
 
 
-def row_values(result: dict, names) -> list:
-    """One model's row: per-class IoU, mIoU, void-ignored mIoU (None in a metrics.json from before it existed),
-    global IoU, mean accuracy, then the small-object scores."""
-    small = result["small_objects"]
-    return [*(result["per_class_iou"][name] for name in names), result["miou"],
-            result.get("void_ignored", {}).get("miou"), result["global_iou"], result["accuracy"],
-            *(small["mean_recall50"][b] for b in BUCKETS), small["mean_small_iou"]]
+def row_values(result: dict | None, names) -> dict:
+    """One model's row by column: per-class IoU, then the SCORES (the column names alone for `result` None)."""
+    if result is None:
+        return dict.fromkeys([*names, *(column for column, _, _ in SCORES)])
+    return {**{name: result["per_class_iou"][name] for name in names},
+            **{column: value(result) for column, value, _ in SCORES}}
 
 
 def cell(value) -> str:
-    return "-" if value is None or value != value else f"{value:.4f}"
+    return "-" if value is None or value != value else f"{value:.{DIGITS}f}"
 
 
 def difference(before, after) -> str:
     if before is None or after is None or before != before or after != after:
         return "-"
-    return f"{after - before:+.4f}"
+    return f"{after - before:+.{DIGITS}f}"
 
 
 def parse_archs(value: str) -> list[str]:
