@@ -17,13 +17,15 @@ one resumes from its last.pt (or starts over if it had none), and the report is 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from models import ARCHITECTURES, variant_name
-from utils.apps.train import Resume, build_network, check_model_fits, log, train
+from models import ARCHITECTURES, build_model, variant_name
+from utils.apps.train import Resume, build_network, check_sizes, load_splits, log, train
 from utils.config import RunConfig
 from utils.data.datasets import DATASETS
+from utils.data.fingerprint import data_changes, split_record
 from utils.engine import distributed
 from utils.engine.checkpoint import Stage, run_status
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
@@ -47,27 +49,31 @@ def run_name(arch: str, depth: int | None, seed: int | None) -> str:
 
 def compare(archs: list[str], depths: list[int], out_dir: Path,
             make_run: Callable[[str, int | None, int | None, Path], RunConfig], settings: dict,
-            seeds: list[int] | None = None, allow_changed: bool = False) -> Path:
+            seeds: list[int] | None = None, allow_changed: bool = False, overwrite: bool = False) -> Path:
     """Train (or reuse, or resume) every run of the comparison and write comparison.md and one plot per arch.
 
     `make_run(arch, depth, seed, run_dir)` gives a run's checked config (seed None: the --seed one); `seeds`
-    (None: just that one) are the same for every model, so the runs pair seed by seed; `settings` identify the
-    comparison: a folder holding another comparison's record is refused, naming the first difference.
-    `allow_changed`: resume runs on changed data or another number of processes (--allow-changed-run).
+    (None: just that one) are the same for every model, so the runs pair seed by seed; `settings` and the data's
+    fingerprint identify the comparison: a folder holding another comparison's record is refused, naming the first
+    difference; one of other data is trained anew with `overwrite` (--overwrite). `allow_changed`: resume runs on
+    changed data or another number of processes (--allow-changed-run). Every check, the data's included, passes
+    before anything is written.
     """
     variants = [None, *depths]
     configs = {(arch, depth, seed): make_run(arch, depth, seed, out_dir / run_name(arch, depth, seed))
                for arch in archs for depth in variants for seed in (seeds or [None])}  # all checked before the first
-    for config in configs.values():
-        check_model_fits(config)
     first = next(iter(configs.values()))
+    splits = load_splits(first, ("train", "val", "test"))  # every file read once now, so a bad one is refused here
+    for (arch, depth, seed), config in configs.items():
+        if seed == (seeds or [None])[0]:  # the seeds share a model
+            check_sizes(build_model(**config.model.to_dict()), splits, config)
     if first.encoder_weights:  # fetched now (then cached for every run), or refused before the folder is taken
         build_network(first)
-    claim_folder(out_dir, settings)
+    identity = settings | {"data": {split: split_record(data) for split, data in splits.items()}}
+    claim_folder(out_dir, identity, [Path(config.output_dir) for config in configs.values()], overwrite)
     runs = {key: finish(config, allow_changed) for key, config in configs.items()}
     report = out_dir / "comparison.md"
     if distributed.is_main():
-        first = next(iter(configs.values()))
         dataset = DATASETS[first.dataset]
         results = {(arch, depth): [runs[arch, depth, seed]["test"] for seed in (seeds or [None])]
                    for arch in archs for depth in variants}
@@ -101,28 +107,54 @@ def mean_result(results: list[dict]) -> dict:
             "per_class_iou": {n: stats.mean_std([r["per_class_iou"][n] for r in results])[0] for n in names}}
 
 
-def claim_folder(out_dir: Path, settings: dict) -> None:
-    """Start the comparison's folder, or take up the same comparison again; refuse anything else."""
+def claim_folder(out_dir: Path, identity: dict, run_dirs: list[Path], overwrite: bool = False) -> None:
+    """Start the comparison's folder, or take up the same comparison again; refuse anything else. A comparison of
+    the same settings on other data is trained anew with `overwrite`: its runs and report are deleted first."""
     record = out_dir / RECORD
     problem = None
     if distributed.is_main():
         if record.is_file():
-            saved = json.loads(record.read_text())
-            changed = [key for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)]
-            if changed:
-                key = changed[0]
-                problem = (f"--output-dir {out_dir} holds another comparison ({key}: {saved.get(key)!r} there, "
-                           f"{settings.get(key)!r} now): choose a new folder, or repeat that comparison's command")
-            else:
-                log(f"{out_dir}: taking up the comparison again (finished runs are kept)")
+            problem = other_comparison(out_dir, json.loads(record.read_text()), identity, overwrite)
+            if problem is None and overwrite:
+                start_again(out_dir, run_dirs)
+                write_json(record, identity)
         elif out_dir.exists() and any(out_dir.iterdir()):
             problem = f"--output-dir {out_dir} is not empty and holds no comparison: choose a new folder"
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(record, settings)
+            write_json(record, identity)
     problem = distributed.broadcast_object(problem)
     if problem:
         raise UsageError(problem)
+
+
+def other_comparison(out_dir: Path, saved: dict, identity: dict, overwrite: bool) -> str | None:
+    """Why the comparison recorded in `out_dir` is not this one (None: it is, or --overwrite retrains it here)."""
+    changed = [key for key in sorted(set(saved) | set(identity)) if key != "data" and saved.get(key) != identity.get(key)]
+    if changed:
+        key = changed[0]
+        return (f"--output-dir {out_dir} holds another comparison ({key}: {saved.get(key)!r} there, "
+                f"{identity.get(key)!r} now): choose a new folder, or repeat that comparison's command")
+    changes = data_changes(saved["data"], identity["data"]) if "data" in saved else []  # older records: unknown
+    if overwrite:
+        log(f"{out_dir}: --overwrite: training every run of the comparison anew"
+            + (f" ({changes[0]})" if changes else ""))
+        return None
+    if changes:
+        return (f"--output-dir {out_dir} holds this comparison trained on other data ({changes[0]}): choose a new "
+                f"folder, or pass --overwrite to train its runs anew on this data")
+    log(f"{out_dir}: taking up the comparison again (finished runs are kept" + (
+        ")" if "data" in saved else "; its record predates data fingerprints, so its data is not checked)"))
+    return None
+
+
+def start_again(out_dir: Path, run_dirs: list[Path]) -> None:
+    """Delete the comparison's runs and report (nothing else in the folder), so that every run trains anew."""
+    for run_dir in run_dirs:
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir)
+    for report in [out_dir / "comparison.md", *out_dir.glob("comparison_*.png")]:
+        report.unlink(missing_ok=True)
 
 
 def finish(config: RunConfig, allow_changed: bool = False) -> dict:
