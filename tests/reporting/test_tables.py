@@ -189,3 +189,9 @@ def test_a_star_only_where_the_printed_interval_excludes_zero(low, high, star):
                                                 fake_config(), [0]), "unet")
     cell = dict(zip(header, rows[2]))["mIoU"]
     assert cell.endswith(" *") == star, cell
+
+
+def test_large_values_stay_apart_in_their_columns():
+    results = {split: {**result(0.5, 0.6), "loss": loss} for split, loss in (("val", 2457885.75), ("test", 2558616.25))}
+    loss_row = next(line for line in format_table(results, NAMES).splitlines() if line.startswith("loss"))
+    assert loss_row.split() == ["loss", "2457885.7500", "2558616.2500"]
