@@ -113,6 +113,8 @@ def resumed_run(args, explicit, status=None):
     from utils.engine.checkpoint import Stage, run_status
 
     run_dir = Path(args.resume)
+    if run_dir.is_file():
+        raise UsageError(f"--resume {run_dir} is a file: give the run's folder, --resume {run_dir.parent}")
     last = run_dir / "last.pt"
     if "output_dir" in explicit and Path(explicit["output_dir"]) != run_dir:
         raise UsageError(f"--resume {run_dir} continues in that folder: leave out --output-dir {explicit['output_dir']}")
