@@ -120,3 +120,24 @@ def test_a_full_disk_at_every_write_of_a_run_is_one_line_naming_the_file_and_kee
         assert not list(run.glob(".*.tmp"))
         assert all((run / before).is_file() for before in written[:-1])  # earlier files kept
         assert not (run / name).exists() or written[:-1].count(name)  # only an earlier version of it, if any
+
+
+def test_a_full_disk_at_the_claim_is_one_line_naming_the_lock(tiny_camvid, tmp_path, monkeypatch, capsys):
+    class FullLock:
+        """RUN/.lock opened and locked for real; writing its owner's PID finds the disk full."""
+
+        def __init__(self, path, mode):
+            self.file = open(path, mode)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, FULL)
+
+    monkeypatch.setattr("utils.apps.train.open", FullLock, raising=False)
+    run = tmp_path / "run"
+    assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 2
+    assert one_error_line(capsys) == f"error: {run / '.lock'} cannot be written ({FULL}): free space, or choose a " \
+                                     f"folder you can write"
+    assert not (run / "config.json").exists()

@@ -214,13 +214,6 @@ def check_size(model, split: str, size, config: RunConfig) -> None:
                          f"{config.model.scale}: {error}; choose another --scale") from None
 
 
-def check_model_fits(config: RunConfig) -> None:
-    """The crop sizes of the spec against the model, before any data is read (--compare checks every run first)."""
-    model = build_model(**config.model.to_dict())
-    for split, size in (("train", config.model.train_size), ("val/test", config.model.eval_size)):
-        check_size(model, split, size, config)
-
-
 def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
     """The run's folder: --output-dir, or a new one under runs/. An existing run is never overwritten; a run
     stopped before its first checkpoint (config.json alone) is started again."""
