@@ -141,3 +141,15 @@ def test_a_full_disk_at_the_claim_is_one_line_naming_the_lock(tiny_camvid, tmp_p
     assert one_error_line(capsys) == f"error: {run / '.lock'} cannot be written ({FULL}): free space, or choose a " \
                                      f"folder you can write"
     assert not (run / "config.json").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names the written files through /proc")
+def test_a_full_disk_at_a_comparisons_record_is_one_line_and_leaves_no_record(tiny_camvid, tmp_path, monkeypatch,
+                                                                               capsys):
+    out = tmp_path / "compare"
+    written = disk_full_at(monkeypatch, 1)  # after every check, comparison.json is its first write
+    assert main.main([*FAST, "--compare", "linknet", "--data-dir", str(tiny_camvid), "--output-dir", str(out)]) == 2
+    assert written == ["comparison.json"]
+    assert one_error_line(capsys) == f"error: {out / 'comparison.json'} cannot be written ({FULL}): the files " \
+                                     f"written before it are kept"
+    assert os.listdir(out) == []
