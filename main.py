@@ -77,9 +77,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
     action = p.add_argument_group("actions (default: train a new run)")
     action.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt; only "
                         + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE) + " may change")
-    action.add_argument("--allow-changed-run", action="store_true", help="with --resume (or --compare): resume "
-                        "although the data's files or the number of processes (the global batch) differ from what "
-                        "the run was trained with; refused otherwise")
+    action.add_argument("--allow-changed-run", action="store_true", help="with --resume (or --compare, "
+                        "--resume-if-exists): resume although the data's files or their content, or the number of "
+                        "processes (the global batch), differ from what the run was trained with; refused otherwise")
     action.add_argument("--resume-if-exists", action="store_true", help="for schedulers that requeue the same "
                         "command: if --output-dir holds a run of these settings, continue it as --resume would (a "
                         "finished one: nothing to do); a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) does so "
@@ -88,7 +88,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, dict]:
                         "val and test splits (the model and its scale come from the file; metrics.json into "
                         "--output-dir if given); with --predict, the model to use")
     action.add_argument("--predict", metavar="PATH", help="segment an image or a folder of images (needs --checkpoint)")
-    action.add_argument("--overwrite", action="store_true", help="with --predict: replace existing outputs")
+    action.add_argument("--overwrite", action="store_true", help="with --predict: replace existing outputs; with "
+                        "--compare: train the comparison in --output-dir anew (its runs are deleted), e.g. on other "
+                        "data")
     action.add_argument("--compare", metavar="ARCH", help=f"train the baseline and AFMA of ARCH ({', '.join(ARCHITECTURES)}"
                         ", or all) with the same seed and data, and report both")
     action.add_argument("--seeds", metavar="S,S,...", help="with --compare: train every model once per seed (the "
@@ -111,6 +113,8 @@ def resumed_run(args, explicit, status=None):
     from utils.engine.checkpoint import Stage, run_status
 
     run_dir = Path(args.resume)
+    if run_dir.is_file():
+        raise UsageError(f"--resume {run_dir} is a file: give the run's folder, --resume {run_dir.parent}")
     last = run_dir / "last.pt"
     if "output_dir" in explicit and Path(explicit["output_dir"]) != run_dir:
         raise UsageError(f"--resume {run_dir} continues in that folder: leave out --output-dir {explicit['output_dir']}")
@@ -220,6 +224,12 @@ def run(args, explicit) -> int:
                          f"--checkpoint)")
     if args.seeds is not None and not args.compare:
         raise UsageError("--seeds goes with --compare ARCH: it trains every model of the comparison once per seed")
+    if args.overwrite and not (args.predict or args.compare):
+        raise UsageError("--overwrite goes with --predict (replace its outputs) or --compare (train it anew): a run "
+                         "never replaces another; choose a new --output-dir")
+    if args.allow_changed_run and not (args.resume or args.compare or args.resume_if_exists or restarted()):
+        raise UsageError("--allow-changed-run goes with --resume RUN_DIR, --compare or --resume-if-exists: a new run "
+                         "has no earlier data to differ from")
     if args.resume_if_exists and (actions or args.checkpoint or not explicit.get("output_dir")):
         raise UsageError("--resume-if-exists goes with a new run's command and its --output-dir: the folder that "
                          "command continues when it runs again")
@@ -282,7 +292,7 @@ def compare(args, explicit) -> int:
         identity |= {"seeds": seeds, "seed": None}
     for key in (*RESUMABLE, "output_dir"):  # where and how it runs, and how long, is no part of what it compares
         identity.pop(key, None)
-    run_comparison(archs, depths, out_dir, make_run, identity, seeds, args.allow_changed_run)
+    run_comparison(archs, depths, out_dir, make_run, identity, seeds, args.allow_changed_run, args.overwrite)
     return 0
 
 

@@ -33,6 +33,7 @@ PRESETS = {
     "paper-declared": PAPER | dict(milestones="400,500,700,800,900"),
 }
 LR_GAMMA = 0.5  # the factor at each milestone (the released code's)
+SEED_MAX = 2**32 - 1  # NumPy's and the loaders' seeds are 32-bit; a larger --seed overflowed in torch.manual_seed
 
 
 @dataclass(frozen=True)
@@ -200,14 +201,19 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     if s["dataset"] not in DATASETS:
         raise UsageError(f"--dataset {s['dataset']!r} is not valid: choose one of {', '.join(DATASETS)}")
     for option, value, low in (("--epochs", s["epochs"], 1), ("--batch-size", s["batch_size"], 1),
-                               ("--patch-size", s["patch_size"], 1), ("--seed", s["seed"], 0)):
+                               ("--patch-size", s["patch_size"], 1)):
         if value < low:
             raise UsageError(f"--{option[2:]} {value} is not valid: it must be at least {low}")
+    if not 0 <= s["seed"] <= SEED_MAX:
+        raise UsageError(f"--seed {s['seed']} is not valid: it must be between 0 and {SEED_MAX} (2**32 - 1)")
     if not 0 < s["lr"] < float("inf"):
         raise UsageError(f"--lr {s['lr']} is not valid: it must be a positive number")
     for key in ("ce_weight", "mse_weight"):
         if not 0 <= s[key] < float("inf"):
             raise UsageError(f"{FLAGS[key]} {s[key]} is not valid: a loss weight is a number, 0 or more")
+    if s["ce_weight"] == s["mse_weight"] == 0 and parse_depth(s["att_depth"]) is not None:  # the baseline: NLL alone
+        raise UsageError("--ce-weight 0 --mse-weight 0 is not valid: the loss would be 0 and nothing would train; "
+                         "give either term a weight above 0")
     check_scale(s["scale"])
     if not s["save_every"] >= 0:
         raise UsageError(f"--save-every {s['save_every']} is not valid: minutes, 0 or more (0: every epoch)")
@@ -250,6 +256,8 @@ def check_data_dir(path, source: str, dataset: str) -> None:
     if Path(path).is_dir():
         return
     what = f"it should be the {dataset} data set's root folder"
+    if Path(path).exists():
+        raise UsageError(f"--data-dir {path} is a file, not a folder: {what}")
     if source == "default":
         raise UsageError(f"the default --data-dir {path} is missing: {what} (set DATA_DIR in main.py or pass "
                          f"--data-dir)")

@@ -22,6 +22,16 @@ class CheckpointError(AFMAError, ValueError):
     """A checkpoint that cannot be used: missing, corrupt, truncated, or of another model."""
 
 
+class WriteError(AFMAError, OSError):
+    """A file that cannot be written (a full disk, a read-only folder): the message names it and the cause
+    (`reason`, e.g. "No space left on device"). An OSError too, so that code that handles a failed write handles
+    this one."""
+
+    def __init__(self, path, reason: str, advice: str = "the files written before it are kept"):
+        super().__init__(f"{path} cannot be written ({reason}): {advice}")
+        self.path, self.reason = path, reason
+
+
 class NonFiniteLoss(AFMAError, RuntimeError):
     """The training loss became NaN or infinite; the message names the epoch and step."""
 

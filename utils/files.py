@@ -2,7 +2,8 @@
 
 A kill at any moment leaves either the old file or the new one, never half of either; a Ctrl-C or SIGTERM that
 arrives during a write takes effect once the file is whole. Checkpoints, JSON, CSV and figures all go through
-`write_atomic`.
+`write_atomic`; a write that fails (a full disk, a folder that cannot be written) is one `WriteError` naming the
+file and the cause, and leaves the previous file as it was.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from utils.errors import WriteError
 from utils.signals import deferred_stops
 
 
@@ -32,9 +34,10 @@ def write_atomic(path: Path | str, content: bytes | str | Callable[[IO[bytes]], 
     plain `open()` would (0666 less the umask), not mkstemp's 0600.
     """
     path = Path(path)
+    temporary = None
     with deferred_stops():  # a library cut mid-write (torch.save) fails with its own error, not the stop's
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(handle, "wb") as file:
                 if callable(content):
                     content(file)
@@ -44,10 +47,23 @@ def write_atomic(path: Path | str, content: bytes | str | Callable[[IO[bytes]], 
                 os.fsync(file.fileno())
             os.chmod(temporary, 0o666 & ~_umask())
             os.replace(temporary, path)
+        except Exception as error:
+            cause = os_error(error)
+            if cause is None or isinstance(error, WriteError):
+                raise
+            raise WriteError(path, cause.strerror or str(cause)) from None
         finally:
-            if os.path.exists(temporary):
+            if temporary and os.path.exists(temporary):
                 os.unlink(temporary)
     return path
+
+
+def os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write: the error itself, or the one a library turned into its own (torch.save's
+    zip writer reports a full disk as "unexpected pos 64 vs 0", with the OSError as its context)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def remove_partial_writes(folder: Path | str) -> list[Path]:

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from models.spec import ModelSpec
@@ -149,10 +150,48 @@ def test_comparison_markdown_header_names_the_protocols():
 def test_comparison_rows_of_older_results_and_unlabelled_splits():
     older = run_result(0.5, None)["test"]
     del older["void_ignored"]  # a metrics.json written before the void-ignored block existed
-    assert row_values(older, NAMES[:-1])[3] is None
+    assert row_values(older, NAMES[:-1])["mIoU (void ignored)"] is None
     results = {("unet", None): {"test": {**older, "no_labels": True}}, ("unet", 1): run_result(0.55, 0.65)}
     header, rows = table_of(comparison_markdown(per_seed(results), {("unet", 1): None}, ["unet"], [None, 1],
                                                    fake_config(), [0]), "unet")
     assert rows[0][1:] == ["no labels"] * (len(header) - 1)
     assert rows[2][header.index("mIoU (void ignored)")] == "-"  # no difference from a baseline without a score
-    assert not math.isnan(row_values(run_result(0.55, 0.65)["test"], NAMES[:-1])[3])
+    assert not math.isnan(row_values(run_result(0.55, 0.65)["test"], NAMES[:-1])["mIoU (void ignored)"])
+
+
+def paired_result(names, miou, void_ignored):
+    """A paired bootstrap's result: the class IoUs' entries all 0 +- 0.1, the two mIoUs' as given."""
+    per_class = {"diff": [0.0] * len(names), "low": [-0.1] * len(names), "high": [0.1] * len(names)}
+    return {"per_class_iou": per_class, "miou": miou, "void_ignored_miou": void_ignored,
+            "level": 0.95, "images": 2, "resamples": 10, "seed": 0}
+
+
+def test_each_difference_lands_in_the_column_of_its_score_by_name():
+    results = {("unet", None): run_result(0.5, 0.6), ("unet", 1): run_result(0.55, 0.7)}
+    paired = paired_result(NAMES[:-1], {"diff": 0.05, "low": 0.01, "high": 0.09},
+                           {"diff": 0.1, "low": 0.02, "high": 0.2})
+    header, rows = table_of(comparison_markdown(per_seed(results), {("unet", 1): paired}, ["unet"], [None, 1],
+                                                fake_config(), [0]), "unet")
+    difference = dict(zip(header, rows[2]))
+    assert difference["mIoU"] == "+0.0500 [+0.0100, +0.0900] *"
+    assert difference["mIoU (void ignored)"] == "+0.1000 [+0.0200, +0.2000] *"
+    assert difference["sky"] == "+0.0000 [-0.1000, +0.1000]"
+    assert difference["global IoU"] == difference["mean accuracy"] == "+0.0000"  # the means' difference only
+
+
+@pytest.mark.parametrize("low, high, star", [(-4e-5, -1e-6, False), (1e-6, 4.9e-5, False), (-0.2, -6e-5, True),
+                                             (6e-5, 0.2, True), (-0.1, 0.1, False)])
+def test_a_star_only_where_the_printed_interval_excludes_zero(low, high, star):
+    results = {("unet", None): run_result(0.5, 0.6), ("unet", 1): run_result(0.5, 0.6)}
+    paired = paired_result(NAMES[:-1], {"diff": (low + high) / 2, "low": low, "high": high},
+                           {"diff": 0.0, "low": -0.1, "high": 0.1})
+    header, rows = table_of(comparison_markdown(per_seed(results), {("unet", 1): paired}, ["unet"], [None, 1],
+                                                fake_config(), [0]), "unet")
+    cell = dict(zip(header, rows[2]))["mIoU"]
+    assert cell.endswith(" *") == star, cell
+
+
+def test_large_values_stay_apart_in_their_columns():
+    results = {split: {**result(0.5, 0.6), "loss": loss} for split, loss in (("val", 2457885.75), ("test", 2558616.25))}
+    loss_row = next(line for line in format_table(results, NAMES).splitlines() if line.startswith("loss"))
+    assert loss_row.split() == ["loss", "2457885.7500", "2558616.2500"]

@@ -62,10 +62,17 @@ def source_folder(args: argparse.Namespace) -> Path:
 
 
 def fetch_all(dataset: str, folder: Path) -> None:
-    """Download the data set's public archives into `folder`, skipping complete ones."""
+    """Download the data set's public archives into `folder`, skipping complete ones. A folder this call made is
+    removed again if nothing came into it (offline: no empty --source left behind; a .part to resume stays)."""
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    for url, name in DOWNLOADS[dataset]:
-        fetch(url, folder / name)
+    try:
+        for url, name in DOWNLOADS[dataset]:
+            fetch(url, folder / name)
+    except BaseException:
+        if made and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def fetch(url: str, dest: Path) -> None:

@@ -17,13 +17,15 @@ one resumes from its last.pt (or starts over if it had none), and the report is 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from models import ARCHITECTURES, variant_name
-from utils.apps.train import Resume, build_network, check_model_fits, log, train
+from models import ARCHITECTURES, build_model, variant_name
+from utils.apps.train import Resume, build_network, check_sizes, load_splits, log, train
 from utils.config import RunConfig
 from utils.data.datasets import DATASETS
+from utils.data.fingerprint import data_changes, split_record
 from utils.engine import distributed
 from utils.engine.checkpoint import Stage, run_status
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
@@ -47,27 +49,31 @@ def run_name(arch: str, depth: int | None, seed: int | None) -> str:
 
 def compare(archs: list[str], depths: list[int], out_dir: Path,
             make_run: Callable[[str, int | None, int | None, Path], RunConfig], settings: dict,
-            seeds: list[int] | None = None, allow_changed: bool = False) -> Path:
+            seeds: list[int] | None = None, allow_changed: bool = False, overwrite: bool = False) -> Path:
     """Train (or reuse, or resume) every run of the comparison and write comparison.md and one plot per arch.
 
     `make_run(arch, depth, seed, run_dir)` gives a run's checked config (seed None: the --seed one); `seeds`
-    (None: just that one) are the same for every model, so the runs pair seed by seed; `settings` identify the
-    comparison: a folder holding another comparison's record is refused, naming the first difference.
-    `allow_changed`: resume runs on changed data or another number of processes (--allow-changed-run).
+    (None: just that one) are the same for every model, so the runs pair seed by seed; `settings` and the data's
+    fingerprint identify the comparison: a folder holding another comparison's record is refused, naming the first
+    difference; one of other data is trained anew with `overwrite` (--overwrite). `allow_changed`: resume runs on
+    changed data or another number of processes (--allow-changed-run). Every check, the data's included, passes
+    before anything is written.
     """
     variants = [None, *depths]
     configs = {(arch, depth, seed): make_run(arch, depth, seed, out_dir / run_name(arch, depth, seed))
                for arch in archs for depth in variants for seed in (seeds or [None])}  # all checked before the first
-    for config in configs.values():
-        check_model_fits(config)
     first = next(iter(configs.values()))
+    splits = load_splits(first, ("train", "val", "test"))  # every file read once now, so a bad one is refused here
+    for (arch, depth, seed), config in configs.items():
+        if seed == (seeds or [None])[0]:  # the seeds share a model
+            check_sizes(build_model(**config.model.to_dict()), splits, config)
     if first.encoder_weights:  # fetched now (then cached for every run), or refused before the folder is taken
         build_network(first)
-    claim_folder(out_dir, settings)
+    identity = settings | {"data": {split: split_record(data) for split, data in splits.items()}}
+    claim_folder(out_dir, identity, [Path(config.output_dir) for config in configs.values()], overwrite)
     runs = {key: finish(config, allow_changed) for key, config in configs.items()}
     report = out_dir / "comparison.md"
     if distributed.is_main():
-        first = next(iter(configs.values()))
         dataset = DATASETS[first.dataset]
         results = {(arch, depth): [runs[arch, depth, seed]["test"] for seed in (seeds or [None])]
                    for arch in archs for depth in variants}
@@ -101,28 +107,54 @@ def mean_result(results: list[dict]) -> dict:
             "per_class_iou": {n: stats.mean_std([r["per_class_iou"][n] for r in results])[0] for n in names}}
 
 
-def claim_folder(out_dir: Path, settings: dict) -> None:
-    """Start the comparison's folder, or take up the same comparison again; refuse anything else."""
+def claim_folder(out_dir: Path, identity: dict, run_dirs: list[Path], overwrite: bool = False) -> None:
+    """Start the comparison's folder, or take up the same comparison again; refuse anything else. A comparison of
+    the same settings on other data is trained anew with `overwrite`: its runs and report are deleted first."""
     record = out_dir / RECORD
     problem = None
     if distributed.is_main():
         if record.is_file():
-            saved = json.loads(record.read_text())
-            changed = [key for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)]
-            if changed:
-                key = changed[0]
-                problem = (f"--output-dir {out_dir} holds another comparison ({key}: {saved.get(key)!r} there, "
-                           f"{settings.get(key)!r} now): choose a new folder, or repeat that comparison's command")
-            else:
-                log(f"{out_dir}: taking up the comparison again (finished runs are kept)")
+            problem = other_comparison(out_dir, json.loads(record.read_text()), identity, overwrite)
+            if problem is None and overwrite:
+                start_again(out_dir, run_dirs)
+                write_json(record, identity)
         elif out_dir.exists() and any(out_dir.iterdir()):
             problem = f"--output-dir {out_dir} is not empty and holds no comparison: choose a new folder"
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(record, settings)
+            write_json(record, identity)
     problem = distributed.broadcast_object(problem)
     if problem:
         raise UsageError(problem)
+
+
+def other_comparison(out_dir: Path, saved: dict, identity: dict, overwrite: bool) -> str | None:
+    """Why the comparison recorded in `out_dir` is not this one (None: it is, or --overwrite retrains it here)."""
+    changed = [key for key in sorted(set(saved) | set(identity)) if key != "data" and saved.get(key) != identity.get(key)]
+    if changed:
+        key = changed[0]
+        return (f"--output-dir {out_dir} holds another comparison ({key}: {saved.get(key)!r} there, "
+                f"{identity.get(key)!r} now): choose a new folder, or repeat that comparison's command")
+    changes = data_changes(saved["data"], identity["data"]) if "data" in saved else []  # older records: unknown
+    if overwrite:
+        log(f"{out_dir}: --overwrite: training every run of the comparison anew"
+            + (f" ({changes[0]})" if changes else ""))
+        return None
+    if changes:
+        return (f"--output-dir {out_dir} holds this comparison trained on other data ({changes[0]}): choose a new "
+                f"folder, or pass --overwrite to train its runs anew on this data")
+    log(f"{out_dir}: taking up the comparison again (finished runs are kept" + (
+        ")" if "data" in saved else "; its record predates data fingerprints, so its data is not checked)"))
+    return None
+
+
+def start_again(out_dir: Path, run_dirs: list[Path]) -> None:
+    """Delete the comparison's runs and report (nothing else in the folder), so that every run trains anew."""
+    for run_dir in run_dirs:
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir)
+    for report in [out_dir / "comparison.md", *out_dir.glob("comparison_*.png")]:
+        report.unlink(missing_ok=True)
 
 
 def finish(config: RunConfig, allow_changed: bool = False) -> dict:
@@ -143,24 +175,36 @@ def finish(config: RunConfig, allow_changed: bool = False) -> dict:
     return train(config)
 
 
+# The reported scores, in column order: (column, its value in a split of metrics.json, the paired bootstrap's key or
+# None where only the difference of the means is reported). The per-class IoUs come first, one column per class.
+SCORES = (
+    ("mIoU", lambda r: r["miou"], "miou"),
+    ("mIoU (void ignored)", lambda r: r.get("void_ignored", {}).get("miou"), "void_ignored_miou"),  # None: older runs
+    ("global IoU", lambda r: r["global_iou"], None),
+    ("mean accuracy", lambda r: r["accuracy"], None),
+    *((f"found {bucket}", lambda r, b=bucket: r["small_objects"]["mean_recall50"][b], None) for bucket in BUCKETS),
+    ("small-object IoU", lambda r: r["small_objects"]["mean_small_iou"], None),
+)
+DIGITS = 4  # the decimals every score and difference is printed with
+
+
 def comparison_markdown(results: dict, paired: dict, archs, variants, config: RunConfig, seeds: list[int]) -> str:
     """Per architecture, one row per model (baseline first), per-class IoU, the means, the small-object scores,
     each the mean +- standard deviation over the seeds when there are several; below each AFMA row, its
     difference from the baseline: for the class IoUs and both mIoUs the paired bootstrap difference and its
-    95 % interval, "*" where the interval excludes 0; for the rest the difference of the means. Every score
-    is the authors' protocol but the column "mIoU (void ignored)" (the Cityscapes/SegNet protocol,
+    95 % interval, "*" where the printed interval excludes 0; for the rest the difference of the means. Every
+    score is the authors' protocol but the column "mIoU (void ignored)" (the Cityscapes/SegNet protocol,
     utils.metrics.void_ignored_scores)."""
     dataset = DATASETS[config.dataset]
     names = scored_classes(config.classes)
-    columns = [*names, "mIoU", "mIoU (void ignored)", "global IoU", "mean accuracy", *(f"found {b}" for b in BUCKETS),
-               "small-object IoU"]
+    columns = list(row_values(None, names))
     depths = ", ".join(str(d) for d in variants if d is not None)
     boot = next((p for p in paired.values() if p), None)
     interval = (f"Differences: AFMA - baseline on the test images pooled over the seeds, with a "
                 f"{boot['level']:.0%} paired bootstrap interval over the {boot['images']} test images "
                 f"({boot['resamples']} resamples, numpy seed {boot['seed']}; the same resample for both models and "
-                f"every seed); \"*\": the interval excludes 0. Global IoU, mean accuracy and the small-object "
-                f"scores: the difference of the means only." if boot else
+                f"every seed); \"*\": the interval, as printed, excludes 0. Global IoU, mean accuracy and the "
+                f"small-object scores: the difference of the means only." if boot else
                 "Differences: of the means (these runs kept no per-image confusion matrices, so no interval).")
     lines = [f"# Baseline vs AFMA on {config.dataset} ({config.data_dir})", "",
              f"Encoder {config.model.encoder_name}, AFMA at depth {depths}, patch {config.model.patch_size}, "
@@ -182,24 +226,29 @@ def comparison_markdown(results: dict, paired: dict, archs, variants, config: Ru
             if all(result.get("no_labels") for result in runs):
                 cells = ["no labels"] * len(columns)
             else:
-                cells = [mean_std_cell([row[i] for row in rows]) for i in range(len(columns))]
+                cells = [mean_std_cell([row[column] for row in rows]) for column in columns]
             lines.append(f"| {variant_label(depth)} | " + " | ".join(cells) + " |")
             if depth is not None:
                 means = seed_means(runs, names)
-                diffs = [difference(b, v) for b, v in zip(base, means)]
+                diffs = {column: difference(base[column], means[column]) for column in columns}
                 if paired[arch, depth]:
-                    p = paired[arch, depth]
-                    entries = [*({key: p["per_class_iou"][key][i] for key in ("diff", "low", "high")}
-                                 for i in range(len(names))), p["miou"], p["void_ignored_miou"]]
-                    diffs[:len(entries)] = [interval_cell(entry) for entry in entries]
-                lines.append("| difference | " + " | ".join(diffs) + " |")
+                    diffs |= {column: interval_cell(entry) for column, entry in
+                              paired_entries(paired[arch, depth], names).items()}
+                lines.append("| difference | " + " | ".join(diffs[column] for column in columns) + " |")
         lines += ["", f"![{arch}](comparison_{arch}.png)", ""]
     return "\n".join(lines)
 
 
-def seed_means(results: list[dict], names) -> list:
+def paired_entries(paired: dict, names) -> dict:
+    """The paired bootstrap's {"diff", "low", "high"} of each column that has one, by column name."""
+    entries = {name: {key: paired["per_class_iou"][key][i] for key in ("diff", "low", "high")}
+               for i, name in enumerate(names)}
+    return entries | {column: paired[key] for column, _, key in SCORES if key}
+
+
+def seed_means(results: list[dict], names) -> dict:
     rows = [row_values(result, names) for result in results]
-    return [stats.mean_std([row[i] for row in rows])[0] for i in range(len(rows[0]))]
+    return {column: stats.mean_std([row[column] for row in rows])[0] for column in rows[0]}
 
 
 def mean_std_cell(values) -> str:
@@ -209,34 +258,35 @@ def mean_std_cell(values) -> str:
     mean, std = stats.mean_std(values)
     if mean != mean:
         return "-"
-    return f"{mean:.4f} ± {std:.4f}" if std == std else f"{mean:.4f}"
+    return f"{mean:.{DIGITS}f} ± {std:.{DIGITS}f}" if std == std else f"{mean:.{DIGITS}f}"
 
 
 def interval_cell(entry: dict) -> str:
-    """+0.0123 [-0.0050, +0.0301], with * where the interval excludes 0."""
+    """+0.0123 [-0.0050, +0.0301], with * where the interval excludes 0 as printed: an interval that rounds to
+    [-0.0000, -0.0000] claims nothing the reader can see, so it gets no star."""
     if entry["diff"] != entry["diff"]:
         return "-"
-    mark = " *" if stats.excludes_zero(entry) else ""
-    return f"{entry['diff']:+.4f} [{entry['low']:+.4f}, {entry['high']:+.4f}]{mark}"
+    printed = {bound: float(f"{entry[bound]:.{DIGITS}f}") for bound in ("low", "high")}
+    mark = " *" if stats.excludes_zero(printed) else ""
+    return f"{entry['diff']:+.{DIGITS}f} [{entry['low']:+.{DIGITS}f}, {entry['high']:+.{DIGITS}f}]{mark}"
 
 
-def row_values(result: dict, names) -> list:
-    """One model's row: per-class IoU, mIoU, void-ignored mIoU (None in a metrics.json from before it existed),
-    global IoU, mean accuracy, then the small-object scores."""
-    small = result["small_objects"]
-    return [*(result["per_class_iou"][name] for name in names), result["miou"],
-            result.get("void_ignored", {}).get("miou"), result["global_iou"], result["accuracy"],
-            *(small["mean_recall50"][b] for b in BUCKETS), small["mean_small_iou"]]
+def row_values(result: dict | None, names) -> dict:
+    """One model's row by column: per-class IoU, then the SCORES (the column names alone for `result` None)."""
+    if result is None:
+        return dict.fromkeys([*names, *(column for column, _, _ in SCORES)])
+    return {**{name: result["per_class_iou"][name] for name in names},
+            **{column: value(result) for column, value, _ in SCORES}}
 
 
 def cell(value) -> str:
-    return "-" if value is None or value != value else f"{value:.4f}"
+    return "-" if value is None or value != value else f"{value:.{DIGITS}f}"
 
 
 def difference(before, after) -> str:
     if before is None or after is None or before != before or after != after:
         return "-"
-    return f"{after - before:+.4f}"
+    return f"{after - before:+.{DIGITS}f}"
 
 
 def parse_archs(value: str) -> list[str]:

@@ -73,8 +73,9 @@ def write_png(path: Path, picture: np.ndarray) -> Path:
         raise DataError(f"{path} cannot be encoded as PNG")
     try:
         return write_atomic(path, encoded.tobytes())
-    except OSError as error:
-        raise DataError(f"{path} cannot be written ({error.strerror}): nothing more was written") from None
+    except OSError as error:  # write_atomic's WriteError names the cause in `reason`
+        raise DataError(f"{path} cannot be written ({getattr(error, 'reason', error.strerror)}): nothing more was "
+                        f"written") from None
 
 
 @torch.inference_mode()

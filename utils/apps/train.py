@@ -103,7 +103,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
                             "val_accuracy": val["accuracy"], "seconds": round(time.perf_counter() - started, 2)})
             if not math.isfinite(val["loss"]):
                 raise NonFiniteLoss(f"the validation loss became non-finite after epoch {epoch}: stopped before its "
-                                    f"checkpoints; those of the last good epoch are kept (try a lower --lr)")
+                                    f"checkpoints (try a lower --lr)")
             scheduler.step()
             # A val split without labels (mIoU NaN, warned about) keeps the latest epoch as best.pt.
             improved = val["miou"] > best_miou or (best_miou < 0 and math.isnan(val["miou"]))
@@ -134,6 +134,8 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         per_image = {split: result.pop("per_image_confusion") for split, result in results.items()}
     except (KeyboardInterrupt, Terminated) as stop:
         raise interrupted(run_dir, stop) from None
+    except NonFiniteLoss as error:
+        raise NonFiniteLoss(f"{error}; {kept_checkpoints(run_dir)}") from None
     finally:
         close_loaders(loaders.values())
         if board:
@@ -174,7 +176,8 @@ def build_network(config: RunConfig, pretrained: bool = True):
         if not config.allow_random_init:
             raise UsageError(f"{error} (or pass --allow-random-init to fall back to it)") from None
         log(f"warning: {error}; --allow-random-init: training from random initialisation instead")
-        return build_model(**config.model.to_dict()), config.replace(encoder_weights=None)
+        sources = config.sources | {"encoder_weights": "--allow-random-init (the weights could not be fetched)"}
+        return build_model(**config.model.to_dict()), config.replace(encoder_weights=None, sources=sources)
 
 
 def load_splits(config: RunConfig, names) -> dict:
@@ -209,13 +212,6 @@ def check_size(model, split: str, size, config: RunConfig) -> None:
     except ValueError as error:
         raise UsageError(f"{config.model.arch}: the {split} crop of --dataset {config.dataset} at --scale "
                          f"{config.model.scale}: {error}; choose another --scale") from None
-
-
-def check_model_fits(config: RunConfig) -> None:
-    """The crop sizes of the spec against the model, before any data is read (--compare checks every run first)."""
-    model = build_model(**config.model.to_dict())
-    for split, size in (("train", config.model.train_size), ("val/test", config.model.eval_size)):
-        check_size(model, split, size, config)
 
 
 def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
@@ -270,10 +266,14 @@ def claim_problem(run_dir: Path, flag: str) -> str | None:
         file.close()
         return (f"{run_dir} is in use by another run (PID {owner[0]} on {owner[-1]}): wait until it ends, or choose "
                 f"another folder")
-    file.seek(0)
-    file.truncate()
-    file.write(f"{os.getpid()} {socket.gethostname()}\n")
-    file.flush()
+    try:
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()} {socket.gethostname()}\n")
+        file.flush()
+    except OSError as error:  # a full disk: the claim cannot name its owner
+        file.close()
+        return f"{run_dir / CLAIM} cannot be written ({error.strerror}): free space, or choose a folder you can write"
     _claims[run_dir] = file
     return None
 
@@ -297,6 +297,14 @@ def check_same_run(resume: Resume, record: dict) -> None:
     if not resume.allow_changed:
         raise UsageError(f"--resume {resume.run_dir}: {'; '.join(changes)}; pass --allow-changed-run to resume anyway")
     log(f"note: --allow-changed-run: resuming {resume.run_dir} although {'; '.join(changes)}")
+
+
+def kept_checkpoints(run_dir: Path) -> str:
+    """What a run that stopped on a non-finite loss keeps, read from its folder."""
+    epoch = kept_epoch(run_dir)
+    if epoch is None:
+        return "no checkpoint was written (there was no good epoch): start it again with a lower --lr"
+    return f"the checkpoints of epoch {epoch} and before are kept (last.pt: epoch {epoch})"
 
 
 def interrupted(run_dir: Path, stop: BaseException) -> Interrupted:

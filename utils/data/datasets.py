@@ -33,6 +33,8 @@ def pair_files(images, labels, label_for, image_for):
     `label_for(image)` / `image_for(label)` give the path the partner must have; the result
     is sorted so that dataset indices are reproducible across machines.
     """
+    apple = lambda path: Path(path).name.startswith("._")  # noqa: E731 - macOS's AppleDouble files, not frames
+    images, labels = [p for p in images if not apple(p)], [p for p in labels if not apple(p)]
     label_set, image_set = set(labels), set(images)
     for image in images:
         if label_for(image) not in label_set:
@@ -61,20 +63,33 @@ def read_bytes(path):
                         f"and is readable") from err
 
 
-def decode(path, flags):
-    """Decode an image file with cv2, rejecting corrupt and truncated files.
+# The end of a whole file: a JPEG's end-of-image marker, a PNG's IEND chunk, in its last KiB (not strictly at the
+# end: some writers append padding after it).
+END_MARKERS = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND"}
 
-    cv2 returns None for broken PNGs but silently decodes a truncated JPEG (grey bottom),
-    so a JPEG must also hold its end-of-image marker (FFD9) in its last KiB (not strictly
-    at the end: some writers append padding after it).
+
+def decode(path, flags):
+    """Decode an image file with cv2, rejecting empty, corrupt and truncated files in one line.
+
+    cv2.imdecode raises on an empty buffer, prints libpng's own error line before returning None for a truncated
+    PNG, and silently decodes a truncated JPEG (grey bottom): a file must hold its end marker to be decoded.
     """
     data = read_bytes(path)
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    is_jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
-    if array is None or (is_jpeg and b"\xff\xd9" not in data[-1024:]):
+    if not data:
+        raise DataError(f"{path} is empty (0 bytes): re-extract or re-download it, or remove it with its partner")
+    marker = END_MARKERS.get(Path(path).suffix.lower())
+    array = None if marker and marker not in data[-1024:] else cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if array is None:
         raise DataError(f"{path} cannot be decoded: the file is corrupt or truncated "
                         f"(re-extract or re-download it)")
     return array
+
+
+def is_palette_png(path) -> bool:
+    """A PNG of colour type 3: its IHDR chunk's colour type byte (offset 25) says so."""
+    with open(path, "rb") as file:
+        head = file.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[25] == 3
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -158,6 +173,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def read_raw_label(self, path):
         """Read the stored label values; they must form a single-channel map."""
         raw = decode(path, cv2.IMREAD_UNCHANGED)
+        if raw.ndim != 2 and is_palette_png(path):
+            raise DataError(f"{path} is a palette PNG (indices into a colour table), which OpenCV reads as colours: "
+                            f"save its indices as a single-channel (grayscale) PNG")
         if raw.ndim != 2:
             raise DataError(f"{path} has {raw.shape[2]} channels: labels must be single-channel "
                             f"maps of class indices (convert colour labels to indices)")

@@ -18,7 +18,6 @@ folder holds (empty, started, resumable, trained, finished) is `run_status`, the
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -28,9 +27,10 @@ from pathlib import Path
 import torch
 
 from models import ModelSpec, build_model, check_spec
+from utils.data.fingerprint import data_changes, split_record
 from utils.engine import distributed
 from utils.engine.seeding import set_rng_state
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, WriteError
 from utils.files import write_atomic
 from utils.signals import deferred_stops
 
@@ -78,8 +78,8 @@ def save(state: dict, path: Path) -> Path:
     disk: OSError 28, or torch's RuntimeError from its zip writer), which is one CheckpointError."""
     try:
         return write_atomic(path, lambda file: torch.save(state, file))
-    except (OSError, RuntimeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip().splitlines()[0]
+    except (OSError, RuntimeError) as error:  # a WriteError names the cause; a RuntimeError of torch's own, its line
+        reason = error.reason if isinstance(error, WriteError) else str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path} cannot be written ({reason}): the checkpoints written before are kept; free "
                               f"space and continue with --resume {Path(path).parent}") from None
 
@@ -183,17 +183,6 @@ def adopt_newer_best(progress: Progress, best_path: Path) -> Progress:
 
 
 # ------------------------------------------------------------------------- what the run trained on, and changes
-def split_record(dataset) -> dict:
-    """A split's file count and a cheap fingerprint of its file names (relative to the data set's root, so that
-    moving the data changes nothing)."""
-    def name(path):
-        path = Path(path)
-        return (path.relative_to(dataset.root) if path.is_relative_to(dataset.root) else path.name).as_posix()
-
-    names = "\n".join(f"{name(image)}\t{name(label)}" for image, label in dataset.pairs)
-    return {"files": len(dataset.pairs), "names_sha1": hashlib.sha1(names.encode()).hexdigest()}
-
-
 def trained_on(splits: dict, world_size: int, global_batch_size: int) -> dict:
     """What a run trains on, recorded in config.json and last.pt: a resume that differs is refused."""
     return {"data": {split: split_record(data) for split, data in splits.items()}, "world_size": world_size,
@@ -202,15 +191,7 @@ def trained_on(splits: dict, world_size: int, global_batch_size: int) -> dict:
 
 def run_changes(recorded: dict, current: dict) -> list[str]:
     """What differs between a run's record (`trained_on`) and this resume's, in words; [] if nothing."""
-    changes = []
-    for split, now in current["data"].items():
-        then = recorded.get("data", {}).get(split)
-        if not then or then == now:
-            continue
-        if then["files"] == now["files"]:
-            changes.append(f"the {split} split's {now['files']} file names differ from those the run was trained on")
-        else:
-            changes.append(f"the {split} split has {now['files']} files, the run was trained with {then['files']}")
+    changes = data_changes(recorded.get("data", {}), current["data"])
     if (recorded["world_size"], recorded["global_batch_size"]) != (current["world_size"], current["global_batch_size"]):
         changes.append(f"{current['world_size']} processes (global batch {current['global_batch_size']}), the run was "
                        f"trained by {recorded['world_size']} (global batch {recorded['global_batch_size']})")

@@ -54,6 +54,6 @@ def _stop_if_not_finite(values: torch.Tensor, epoch: int, first_step: int) -> No
     if flag.item() > 0:
         step = f"step {first_step + bad[0].item()}" if len(bad) else "a step of another rank"
         raise NonFiniteLoss(
-            f"the training loss became non-finite at epoch {epoch}, {step}: stopped; the checkpoints of the last "
-            f"good epoch are kept (try a lower --lr, or train without --amp)"
+            f"the training loss became non-finite at epoch {epoch}, {step}: stopped (try a lower --lr, or train "
+            f"without --amp)"  # utils.apps.train says which checkpoints are kept
         )

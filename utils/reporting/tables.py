@@ -33,20 +33,22 @@ def format_table(results, class_names):
         summary_rows += [(label, [results[s].get("void_ignored", {}).get(key) for s in splits], True)
                          for key, label in VOID_IGNORED_ROWS]
     first = max(len(label) for label, *_ in [("class", None)] + class_rows + summary_rows)
-    widths = [max(10, len(s) + 2) for s in splits]  # room for "no labels" too
     unlabelled = [bool(results[s].get("no_labels")) for s in splits]
 
-    def line(label, cells):
-        return label.ljust(first) + "".join(cell.rjust(w) for cell, w in zip(cells, widths))
+    def cells(values, is_score):
+        return [NO_LABELS if is_score and none else _fmt(v) for v, none in zip(values, unlabelled)]
 
-    def row(label, values, is_score):
-        return line(label, [NO_LABELS if is_score and none else _fmt(v) for v, none in zip(values, unlabelled)])
+    body, summary = ([(label, cells(values, is_score)) for label, values, is_score in rows]
+                     for rows in (class_rows, summary_rows))
+    # Each column as wide as its widest cell and two spaces ("no labels" and a loss of 2457885.7500 included).
+    widths = [max(10, len(split) + 2, *(len(row[i]) + 2 for _, row in body + summary)) for i, split in enumerate(splits)]
+
+    def line(label, row):
+        return label.ljust(first) + "".join(cell.rjust(w) for cell, w in zip(row, widths))
 
     header = line("class", splits)
     rule = "-" * len(header)
-    body = [row(*r) for r in class_rows]
-    summary = [row(*r) for r in summary_rows]
-    return "\n".join([header, rule, *body, rule, *summary, rule, LEGEND])
+    return "\n".join([header, rule, *(line(*r) for r in body), rule, *(line(*r) for r in summary), rule, LEGEND])
 
 
 def _per_class(result):
