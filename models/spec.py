@@ -23,6 +23,9 @@ class ModelSpec:
     patch_size: int = 10
     # How its inputs were prepared.
     dataset: str | None = None
+    # What the data set's pipeline depends on beyond its name (utils.data.datasets.dataset_class): CamVid's frame
+    # size found, a folder data set's classes file. JSON; empty for the data sets that need nothing.
+    dataset_params: dict | None = None
     scale: float = 1.0
     train_size: tuple[int, int] | None = None  # (h, w) network input while training
     eval_size: tuple[int, int] | None = None  # (h, w) network input while evaluating

@@ -23,7 +23,7 @@ from pathlib import Path
 from models import ARCHITECTURES, variant_name
 from utils.apps.train import Resume, build_network, check_model_fits, log, train
 from utils.config import RunConfig
-from utils.data.datasets import DATASETS
+from utils.data.datasets import dataset_class
 from utils.engine import distributed
 from utils.engine.checkpoint import Stage, run_status
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
@@ -68,7 +68,7 @@ def compare(archs: list[str], depths: list[int], out_dir: Path,
     report = out_dir / "comparison.md"
     if distributed.is_main():
         first = next(iter(configs.values()))
-        dataset = DATASETS[first.dataset]
+        dataset = dataset_class(first.dataset, first.model.dataset_params)
         results = {(arch, depth): [runs[arch, depth, seed]["test"] for seed in (seeds or [None])]
                    for arch in archs for depth in variants}
         paired = {(arch, depth): paired_difference([Path(configs[arch, None, seed].output_dir) for seed in (seeds or [None])],
@@ -150,7 +150,7 @@ def comparison_markdown(results: dict, paired: dict, archs, variants, config: Ru
     95 % interval, "*" where the interval excludes 0; for the rest the difference of the means. Every score
     is the authors' protocol but the column "mIoU (void ignored)" (the Cityscapes/SegNet protocol,
     utils.metrics.void_ignored_scores)."""
-    dataset = DATASETS[config.dataset]
+    dataset = dataset_class(config.dataset, config.model.dataset_params)
     names = scored_classes(config.classes)
     columns = [*names, "mIoU", "mIoU (void ignored)", "global IoU", "mean accuracy", *(f"found {b}" for b in BUCKETS),
                "small-object IoU"]
