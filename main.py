@@ -132,6 +132,12 @@ def resumed_run(args, explicit, status=None):
     # Its weights come from last.pt: no download of pretrained ones (offline nodes resume too).
     config = make_config(settings | {"output_dir": str(run_dir), "encoder_weights": "none"}, sources, saved.preset,
                          saved_data=saved.model.dataset_params)
+    found, then = config.model.dataset_params, saved.model.dataset_params
+    # CamVid's other copy, an edited classes.json (a run saved before the spec recorded them is not checked).
+    if then is not None and found != then and not args.allow_changed_run:
+        raise UsageError(f"--resume {run_dir}: the data in {config.data_dir} is not what the run started on (its "
+                         f"{config.dataset} parameters are {found}, the run's {then}); give the run's data, or pass "
+                         f"--allow-changed-run to resume anyway")
     config = config.replace(model=saved.model, encoder_weights=saved.encoder_weights)  # exactly the model it was
     if state and state["epoch"] > config.epochs:
         raise UsageError(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")

@@ -8,6 +8,7 @@ normalisation.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,6 +38,9 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+
+    def __hash__(self) -> int:  # dataset_params is a dict: hash the JSON form, as equal specs have equal ones
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def to_dict(self) -> dict:
         """JSON-able (lists for tuples): what checkpoints and config.json hold."""

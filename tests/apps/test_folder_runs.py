@@ -24,6 +24,14 @@ def test_train_resume_evaluate_and_predict_on_a_folder_data_set(tmp_path, capsys
     assert config["model"]["dataset_params"] == CLASSES and config["class_weights"] == [1.0, 3.0, 1.0]
     assert main.main(["--resume", str(run), "--epochs", "2"]) == 0
     assert json.loads((run / "metrics.json").read_text())["run"]["epochs"] == 2
+    # An edited classes file is other data: resuming on it is refused in one line, before anything is written.
+    (root / "classes.json").write_text(json.dumps(CLASSES | {"class_weights": [1, 1, 9]}))
+    capsys.readouterr()
+    assert main.main(["--resume", str(run), "--epochs", "3"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"error: --resume {run}: the data in {root} is not what the run started on")
+    assert "\n" not in message and "--allow-changed-run" in message
+    assert json.loads((run / "metrics.json").read_text())["run"]["epochs"] == 2
     # The classes file gone from the data folder: the checkpoint's copy describes the data set.
     (root / "classes.json").unlink()
     capsys.readouterr()

@@ -2,6 +2,8 @@
 unresized and every pad and crop is that of a 960x720 frame at scale 0.5; smaller scales resize them, larger
 ones are refused; the frame size found travels in the model spec (config.json, checkpoints, --predict)."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -42,6 +44,14 @@ def test_480x360_frames_are_found_and_recorded(tmp_path):
     assert half.to_dict()["model"]["dataset_params"] == {"frame_size": [360, 480]}
     assert full.to_dict()["model"]["dataset_params"] == {"frame_size": [720, 960]}
     assert (half.model.train_size, half.model.eval_size) == (full.model.train_size, full.model.eval_size)
+
+
+def test_a_spec_with_dataset_params_stays_hashable_and_equal_to_its_json_round_trip(tmp_path):
+    from models.spec import ModelSpec
+
+    spec = make_config(settings(write_half_copy(tmp_path / "half"))).model
+    again = ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and hash(again) == hash(spec) and len({spec, again}) == 1
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -109,8 +119,6 @@ def test_predict_feeds_a_half_size_model_its_frames_unresized(tmp_path, monkeypa
 
 @pytest.mark.e2e
 def test_main_trains_and_evaluates_on_the_half_size_copy(tmp_path, capsys):
-    import json
-
     root, out = write_half_copy(tmp_path / "half", count=2), tmp_path / "run"
     assert main.main([*FAST, "--scale", "0.25", "--epochs", "1", "--data-dir", str(root), "--output-dir", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
