@@ -52,8 +52,8 @@ def test_train_resume_evaluate_and_predict_on_a_folder_data_set(tmp_path, capsys
 def test_a_folder_data_set_with_another_classes_file_is_refused_for_a_checkpoint(tmp_path, capsys):
     root, run = make_folder(tmp_path / "data", CLASSES, size=(64, 96), colour_masks=True), tmp_path / "run"
     assert main.main([*FOLDER, "--epochs", "1", "--data-dir", str(root), "--output-dir", str(run)]) == 0
-    other = make_folder(tmp_path / "other", CLASSES | {"classes": ["background", "road", "bus"], "small_classes": ["bus"]}, size=(64, 96),
-                        colour_masks=True)
+    bus = CLASSES | {"classes": ["background", "road", "bus"], "small_classes": ["bus"]}
+    other = make_folder(tmp_path / "other", bus, size=(64, 96), colour_masks=True)
     capsys.readouterr()
     assert main.main(["--checkpoint", str(run / "best.pt"), "--data-dir", str(other), "--workers", "0"]) == 2
     message = capsys.readouterr().err.strip()

@@ -104,13 +104,15 @@ def test_predict_feeds_a_half_size_model_its_frames_unresized(tmp_path, monkeypa
     torch.manual_seed(0)
     model = build_model("unet", "resnet18", None, classes=CamVid.classes, att_depth=2, patch_size=2, dataset="camvid",
                         dataset_params={"frame_size": [360, 480]}, scale=0.25,
-                        train_size=network_size(CamVid.train_size, 0.25), eval_size=network_size(CamVid.eval_size, 0.25))
+                        train_size=network_size(CamVid.train_size, 0.25),
+                        eval_size=network_size(CamVid.eval_size, 0.25))
     path = tmp_path / "best.pt"
     save({"model": model.state_dict(), "model_spec": model.spec.to_dict(), "config": {}, "epoch": 1}, path)
     photo = tmp_path / "frame.png"
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (360, 480, 3), dtype=np.uint8))
     sizes, forward = [], SegmentationModel.forward
-    monkeypatch.setattr(SegmentationModel, "forward", lambda self, x: sizes.append(tuple(x.shape[-2:])) or forward(self, x))
+    monkeypatch.setattr(SegmentationModel, "forward",
+                        lambda self, x: sizes.append(tuple(x.shape[-2:])) or forward(self, x))
     predict(photo, path, str(tmp_path / "out"))
     assert sizes == [model.valid_size(180, 240)]  # 480x360 at scale 0.25 of the 960x720 data set: halved, not quartered
     labels = cv2.imread(str(tmp_path / "out" / "frame_labels.png"), cv2.IMREAD_UNCHANGED)
@@ -120,7 +122,8 @@ def test_predict_feeds_a_half_size_model_its_frames_unresized(tmp_path, monkeypa
 @pytest.mark.e2e
 def test_main_trains_and_evaluates_on_the_half_size_copy(tmp_path, capsys):
     root, out = write_half_copy(tmp_path / "half", count=2), tmp_path / "run"
-    assert main.main([*FAST, "--scale", "0.25", "--epochs", "1", "--data-dir", str(root), "--output-dir", str(out)]) == 0
+    assert main.main([*FAST, "--scale", "0.25", "--epochs", "1", "--data-dir", str(root),
+                      "--output-dir", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["dataset_params"] == {"frame_size": [360, 480]} and config["model"]["scale"] == 0.25
     # The checkpoint evaluates on the full-resolution frames too: their own size is found again.
