@@ -610,11 +610,10 @@ FOLDER_KEYS = {"classes": "class names, in the order of the mask values 0, 1, ..
 def read_classes_file(path):
     """A folder data set's classes file, checked key by key: a DataError names the file and the key."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the folder data set needs its classes file there (docs/datasets.md)")
     try:
         data = json.loads(read_bytes(path))
-    except DataError:
-        raise DataError(f"{path} is missing: the folder data set needs its classes file there "
-                        f"(docs/datasets.md)") from None
     except ValueError as err:
         raise DataError(f"{path} is not valid JSON ({err})") from None
 
