@@ -32,7 +32,7 @@ from utils.signals import stop_signals
 HERE = Path(__file__).resolve().parent
 
 # --------------------------------------------------------------------------- settings: edit, or pass flags
-DATASET = "camvid"  # camvid, cityscapes, birds, skinlesion, lits
+DATASET = "camvid"  # camvid, cityscapes, birds, skinlesion, lits, or folder: your own (docs/datasets.md)
 DATA_DIR = "dataset/camvid"  # the bundled synthetic sample; point it at the real data set
 ARCH = "unet"  # unet, unet++, fpn, linknet, manet, pan, pspnet, deeplabv3
 ENCODER = "resnet34"  # any SMP encoder name (resnet18 ... resnet152, resnext50_32x4d, tu-<timm model>)
@@ -134,7 +134,14 @@ def resumed_run(args, explicit, status=None):
     settings, _ = layer_settings(DEFAULTS, explicit, saved=saved.settings())
     sources = saved.sources | dict.fromkeys(explicit, "flag")  # where each value first came from
     # Its weights come from last.pt: no download of pretrained ones (offline nodes resume too).
-    config = make_config(settings | {"output_dir": str(run_dir), "encoder_weights": "none"}, sources, saved.preset)
+    config = make_config(settings | {"output_dir": str(run_dir), "encoder_weights": "none"}, sources, saved.preset,
+                         saved_data=saved.model.dataset_params)
+    found, then = config.model.dataset_params, saved.model.dataset_params
+    # CamVid's other copy, an edited classes.json (a run saved before the spec recorded them is not checked).
+    if then is not None and found != then and not args.allow_changed_run:
+        raise UsageError(f"--resume {run_dir}: the data in {config.data_dir} is not what the run started on (its "
+                         f"{config.dataset} parameters are {found}, the run's {then}); give the run's data, or pass "
+                         f"--allow-changed-run to resume anyway")
     config = config.replace(model=saved.model, encoder_weights=saved.encoder_weights)  # exactly the model it was
     if state and state["epoch"] > config.epochs:
         raise UsageError(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")
@@ -200,12 +207,12 @@ def checkpoint_run(args, explicit):
         saved.pop(key)
     saved["encoder_weights"] = "none"  # the weights are the file's: nothing to download
     settings, sources = layer_settings(DEFAULTS, explicit, saved=saved, saved_source="checkpoint")
-    config = make_config(settings, sources)
+    config = make_config(settings, sources, saved_data=spec.dataset_params)
     if tuple(config.classes) != tuple(spec.classes):
         raise CheckpointError(f"--dataset {config.dataset} has the classes {list(config.classes)}, but {path} was "
                               f"trained on {list(spec.classes)}: evaluate it on a data set with the same classes")
-    sizes = dict(dataset=config.dataset, scale=config.model.scale, train_size=config.model.train_size,
-                 eval_size=config.model.eval_size)
+    sizes = dict(dataset=config.dataset, dataset_params=config.model.dataset_params, scale=config.model.scale,
+                 train_size=config.model.train_size, eval_size=config.model.eval_size)
     return config.replace(model=spec.replace(**sizes)), path, state
 
 

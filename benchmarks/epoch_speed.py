@@ -79,7 +79,8 @@ def parse_args(argv=None):
     parser.add_argument("--val", type=int, default=24, help="validation frames")
     parser.add_argument("--test", type=int, default=6, help="test frames")
     parser.add_argument("--frame-size", type=int, nargs=2, default=[960, 720], metavar=("W", "H"),
-                        help="the written frames (main.py trains on CamVid frames of 960x720 only)")
+                        help="the written frames (main.py reads CamVid frames of 960x720, or 480x360 at --scale "
+                             "0.5 or less)")
     parser.add_argument("--source", choices=("sample", "synthetic"), default="sample",
                         help="copies of the bundled sample's frames, or generated ones")
     parser.add_argument("--epochs", type=int, default=4)

@@ -8,6 +8,7 @@ normalisation.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,6 +24,9 @@ class ModelSpec:
     patch_size: int = 10
     # How its inputs were prepared.
     dataset: str | None = None
+    # What the data set's pipeline depends on beyond its name (utils.data.datasets.dataset_class): CamVid's frame
+    # size found, a folder data set's classes file. JSON; empty for the data sets that need nothing.
+    dataset_params: dict | None = None
     scale: float = 1.0
     train_size: tuple[int, int] | None = None  # (h, w) network input while training
     eval_size: tuple[int, int] | None = None  # (h, w) network input while evaluating
@@ -34,6 +38,9 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+
+    def __hash__(self) -> int:  # dataset_params is a dict: hash the JSON form, as equal specs have equal ones
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def to_dict(self) -> dict:
         """JSON-able (lists for tuples): what checkpoints and config.json hold."""

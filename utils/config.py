@@ -18,7 +18,7 @@ import torch
 
 from models import ARCHITECTURES, ATTENTION_DEPTHS, ModelSpec, SettingError, check_spec, check_weights, normalisation, \
     variant_name
-from utils.data.datasets import DATASETS
+from utils.data.datasets import DATASET_TYPES, dataset_class
 from utils.data.transforms import network_size
 from utils.engine import distributed
 from utils.errors import UsageError
@@ -58,7 +58,8 @@ TRAIN, EVALUATE, PREDICT = ("train",), ("train", "evaluate"), ("train", "evaluat
 # The settings, in the order of main.py's constants and of --help. Adding one: a line here, its constant in
 # main.py, its field in RunConfig (what config.json records), and its use.
 SETTINGS = (
-    Setting("dataset", str, ", ".join(DATASETS), uses=EVALUATE),
+    Setting("dataset", str, ", ".join(DATASET_TYPES) + " (your own images and masks: docs/datasets.md)",
+            uses=EVALUATE),
     Setting("data_dir", str, "the data set's root folder", resumable=True, uses=EVALUATE),
     Setting("arch", str, ", ".join(ARCHITECTURES)),
     Setting("encoder", str, "an SMP encoder name, or tu-<timm model>"),
@@ -191,15 +192,19 @@ def layer_settings(defaults: dict, explicit: dict, preset: str | None = None, sa
     return settings, sources
 
 
-def make_config(settings: dict, sources: dict | None = None, preset: str | None = None) -> RunConfig:
+def make_config(settings: dict, sources: dict | None = None, preset: str | None = None,
+                saved_data: dict | None = None) -> RunConfig:
     """Check every setting, naming the flag, and build the frozen configuration of a run.
+
+    The data set's parameters (CamVid's frame size, a folder data set's classes file) are read from --data-dir;
+    `saved_data`, those of the run or checkpoint, serve where the folder has none (a classes file left behind).
 
     It neither prints nor reaches the hub: the model's normalisation is random initialisation's (ImageNet's);
     `utils.apps.train.build_network` fetches the pretrained weights and puts their own normalisation in.
     """
     s, sources = settings, dict(sources or {})
-    if s["dataset"] not in DATASETS:
-        raise UsageError(f"--dataset {s['dataset']!r} is not valid: choose one of {', '.join(DATASETS)}")
+    if s["dataset"] not in DATASET_TYPES:
+        raise UsageError(f"--dataset {s['dataset']!r} is not valid: choose one of {', '.join(DATASET_TYPES)}")
     for option, value, low in (("--epochs", s["epochs"], 1), ("--batch-size", s["batch_size"], 1),
                                ("--patch-size", s["patch_size"], 1)):
         if value < low:
@@ -217,15 +222,18 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     check_scale(s["scale"])
     if not s["save_every"] >= 0:
         raise UsageError(f"--save-every {s['save_every']} is not valid: minutes, 0 or more (0: every epoch)")
-    dataset = DATASETS[s["dataset"]]
-    check_data_dir(s["data_dir"], sources.get("data_dir", "flag"), dataset.name)
+    check_data_dir(s["data_dir"], sources.get("data_dir", "flag"), s["dataset"])
+    params = DATASET_TYPES[s["dataset"]].describe(s["data_dir"], saved_data)
+    dataset = dataset_class(s["dataset"], params)
+    check_frame_scale(dataset, s["scale"], s["data_dir"])
     device = resolve_device(s["device"])
     weights = None if str(s["encoder_weights"]).lower() in ("none", "") else s["encoder_weights"]
     depth = parse_depth(s["att_depth"])
     try:
         mean, std = input_normalisation(s["dataset"], s["encoder"], None)
         spec = ModelSpec(arch=s["arch"], encoder_name=s["encoder"], classes=tuple(dataset.classes), att_depth=depth,
-                         patch_size=s["patch_size"], dataset=s["dataset"], scale=s["scale"],
+                         patch_size=s["patch_size"], dataset=s["dataset"], dataset_params=params or None,
+                         scale=s["scale"],
                          train_size=network_size(dataset.train_size, s["scale"]),
                          eval_size=network_size(dataset.eval_size, s["scale"]), mean=mean, std=std)
         check_spec(spec)
@@ -248,7 +256,17 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
 def input_normalisation(dataset: str, encoder: str, weights: str | None) -> tuple[tuple, tuple]:
     """The (mean, std) the encoder's weights expect, as the data set's images need them (LiTS: its HU values, as
     released). None weights: random initialisation's, known here; pretrained ones read their config (the hub)."""
-    return DATASETS[dataset].normalisation(*normalisation(encoder, weights))
+    return DATASET_TYPES[dataset].normalisation(*normalisation(encoder, weights))
+
+
+def check_frame_scale(dataset, scale: float, data_dir) -> None:
+    """Frames stored below the data set's resolution (CamVid's 480x360 copy) are never enlarged: upsampling would
+    invent the very detail of the small objects."""
+    if scale > dataset.frame_scale:
+        h, w = dataset.frame_size
+        raise UsageError(f"--scale {scale} is too large for {data_dir}: its {w}x{h} {dataset.name} frames are the data "
+                         f"set at scale {dataset.frame_scale}; use --scale {dataset.frame_scale} or less (upsampling "
+                         f"would invent the detail small objects need), or the full-resolution frames")
 
 
 def check_data_dir(path, source: str, dataset: str) -> None:

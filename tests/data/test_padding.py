@@ -66,19 +66,19 @@ def write_small_copy(root, size=(480, 360)):
     return root
 
 
-def test_480x360_camvid_frames_are_refused_with_the_fix(tmp_path):
-    root = write_small_copy(tmp_path / "camvid")
+def test_camvid_frames_of_another_size_than_960x720_or_480x360_are_refused_with_the_fix(tmp_path):
+    root = write_small_copy(tmp_path / "camvid", size=(640, 480))
     with pytest.raises(DataError) as info:
         CamVid(root, "train").validate()
     message = str(info.value)
-    assert "\n" not in message and "480x360" in message and "960x720" in message
+    assert "\n" not in message and "640x480" in message and "960x720" in message and "480x360" in message
     assert "tools/prepare_data.py camvid" in message
 
 
-def test_main_refuses_480x360_camvid_before_writing_the_run_folder(tmp_path, capsys):
-    root = write_small_copy(tmp_path / "camvid")
+def test_main_refuses_camvid_of_another_size_before_writing_the_run_folder(tmp_path, capsys):
+    root = write_small_copy(tmp_path / "camvid", size=(640, 480))
     out = tmp_path / "out"
     assert main.main([*FAST, "--epochs", "1", "--data-dir", str(root), "--output-dir", str(out)]) == 2
     message = capsys.readouterr().err.strip()
-    assert message.startswith("error: ") and "480x360" in message and "\n" not in message
+    assert message.startswith("error: ") and "640x480" in message and "\n" not in message
     assert not out.exists()

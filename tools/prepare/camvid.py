@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from utils.data.datasets import SPLITS, CamVid
+from utils.errors import DataError
 
 from .common import PrepareError, progress, refuse_existing, require_pairs, staged_output
 from .download import source_folder
@@ -187,7 +188,47 @@ def write_camvid_pair(out: Path, split: str, name: str, frame: Entry, label: Ent
     (out / f"{split}annot" / f"{name}.png").write_bytes(encoded.tobytes())
 
 
+def is_segnet_layout(source: Path) -> bool:
+    """The folders main.py reads (the SegNet tutorial's 480x360 copy has them too), rather than the release."""
+    return any((source / f"{split}annot").is_dir() for split in SPLITS)
+
+
+def check_segnet_layout(source: Path, splits: dict[str, list[str]], allow_partial: bool) -> str:
+    """Check a folder already in main.py's layout as main.py will read it (pairs, sizes, labels 0..11), and
+    against the standard split lists; returns what main.py will read, or raises naming the first problem."""
+    dataset = CamVid.configured(CamVid.describe(source))
+    counts = []
+    for split in SPLITS:
+        try:
+            data = dataset(source, split)
+            data.validate()
+        except DataError as err:
+            raise PrepareError(str(err)) from None
+        names = {image.stem for image, _ in data.pairs}
+        listed = CAMVID_SPLIT_DIR / f"{split}.txt"
+        if strays := sorted(names - set(splits[split])):
+            raise PrepareError(f"{source / split / strays[0]}.png is not in {listed} ({len(strays)} frames of "
+                               f"{split}/ are not): the standard split puts each CamVid frame in one list; move or "
+                               f"remove it")
+        if missing := sorted(set(splits[split]) - names):
+            if not allow_partial:
+                raise PrepareError(f"{source / split / missing[0]}.png is missing ({len(missing)} of the "
+                                   f"{len(splits[split])} frames of {listed} are): add them, or pass "
+                                   f"--allow-partial for a subset")
+        counts.append(f"{len(names)} {split}")
+    h, w = dataset.frame_size
+    size = (f"{w}x{h} frames: the data set at half size, for --scale 0.5 (main.py's default) or less"
+            if dataset.frame_scale != 1 else f"{w}x{h} frames: the full-resolution data set")
+    return f"{', '.join(counts)}, {size}"
+
+
 def prepare_camvid(args: argparse.Namespace) -> int:
+    if is_segnet_layout(Path(args.source)):
+        found = check_segnet_layout(Path(args.source), read_split_lists(), args.allow_partial)
+        print(f"{args.source} is already the layout main.py reads, checked ({found}; labels 0..11, the split "
+              f"lists of {CAMVID_SPLIT_DIR}): nothing to convert, nothing written")
+        print(f"ready: use --data-dir {args.source}")
+        return 0
     refuse_existing(Path(args.out), Path(args.source), args.force)
     source, out, splits = source_folder(args), Path(args.out), read_split_lists()
     wanted = [name for names in splits.values() for name in names]

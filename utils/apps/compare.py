@@ -24,7 +24,7 @@ from pathlib import Path
 from models import ARCHITECTURES, build_model, variant_name
 from utils.apps.train import Resume, build_network, check_sizes, load_splits, log, train
 from utils.config import RunConfig
-from utils.data.datasets import DATASETS
+from utils.data.datasets import dataset_class
 from utils.data.fingerprint import data_changes, split_record
 from utils.engine import distributed
 from utils.engine.checkpoint import Stage, run_status
@@ -74,7 +74,7 @@ def compare(archs: list[str], depths: list[int], out_dir: Path,
     runs = {key: finish(config, allow_changed) for key, config in configs.items()}
     report = out_dir / "comparison.md"
     if distributed.is_main():
-        dataset = DATASETS[first.dataset]
+        dataset = dataset_class(first.dataset, first.model.dataset_params)
         results = {(arch, depth): [runs[arch, depth, seed]["test"] for seed in (seeds or [None])]
                    for arch in archs for depth in variants}
         paired = {(arch, depth): paired_difference([Path(configs[arch, None, seed].output_dir) for seed in (seeds or [None])],
@@ -195,7 +195,7 @@ def comparison_markdown(results: dict, paired: dict, archs, variants, config: Ru
     95 % interval, "*" where the printed interval excludes 0; for the rest the difference of the means. Every
     score is the authors' protocol but the column "mIoU (void ignored)" (the Cityscapes/SegNet protocol,
     utils.metrics.void_ignored_scores)."""
-    dataset = DATASETS[config.dataset]
+    dataset = dataset_class(config.dataset, config.model.dataset_params)
     names = scored_classes(config.classes)
     columns = list(row_values(None, names))
     depths = ", ".join(str(d) for d in variants if d is not None)

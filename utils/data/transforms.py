@@ -63,11 +63,13 @@ def pad_target(pad_size, crop_size, scale):
     return tuple(max(int(round(p * scale)), c) for p, c in zip(pad_size, crop_size))
 
 
-def prescale(scale):
-    """Resize the raw frame by `scale` (area for images, nearest for masks); none at 1."""
-    if scale == 1:
+def prescale(scale, frame_scale=1.0):
+    """Resize the raw frame, stored at `frame_scale` of the data set's resolution, to `scale` of it (area for
+    images, nearest for masks); none where the two are equal."""
+    factor = scale / frame_scale
+    if factor == 1:
         return []
-    return [A.RandomScale(scale_limit=(scale - 1, scale - 1), area_for_downscale="image",
+    return [A.RandomScale(scale_limit=(factor - 1, factor - 1), area_for_downscale="image",
                           mask_interpolation=cv2.INTER_NEAREST, p=1)]
 
 
@@ -89,12 +91,12 @@ def padded_crop_geometry(dataset_cls, split, scale):
     pad_h, pad_w = pad_target(dataset_cls.pad_size, size, scale)
     pad = constant_pad((pad_h, pad_w), fill=255)
     if split != "train":
-        return [*prescale(scale), pad, A.CenterCrop(*size)]
+        return [*prescale(scale, dataset_cls.frame_scale), pad, A.CenterCrop(*size)]
     # Crop heights of the padded frame (CamVid 240..720, Cityscapes 360..1024) at the 4/3 aspect.
     low, high = (min(max(1, round(h * scale)), pad_h) for h in dataset_cls.sized_crop_heights)
-    sized_crop = A.RandomSizedCrop(min_max_height=(low, high), size=size, w2h_ratio=4 / 3,
+    sized_crop = A.RandomSizedCrop(min_max_height=(low, high), size=size, w2h_ratio=dataset_cls.sized_crop_ratio,
                                    mask_interpolation=cv2.INTER_NEAREST)
-    return [*prescale(scale), A.HorizontalFlip(p=0.5), pad,
+    return [*prescale(scale, dataset_cls.frame_scale), A.HorizontalFlip(p=0.5), pad,
             A.OneOf([sized_crop, A.RandomCrop(*size)], p=1),
             A.GaussNoise(std_range=GAUSS_NOISE_STD, p=0.1), perspective(0.1)]
 
@@ -120,12 +122,12 @@ def shift_scale_crop_geometry(dataset_cls, split, scale):
     size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size, scale)
     if split != "train":
         pad = pad_target(dataset_cls.eval_pad or size, size, scale)
-        return [*prescale(scale), constant_pad(pad, fill=0), A.CenterCrop(*size)]
+        return [*prescale(scale, dataset_cls.frame_scale), constant_pad(pad, fill=0), A.CenterCrop(*size)]
     lits = dataset_cls.name == "lits"
     # LiTS's GaussNoise ran on HU floats: variance 10..50 HU^2, i.e. sqrt(10..50)/500 of the uint8 range here.
     noise = (A.GaussNoise(std_range=(float(np.sqrt(10) / 500), float(np.sqrt(50) / 500)), p=0.2) if lits
              else A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=0.2))
-    return [*prescale(scale), A.HorizontalFlip(p=0.5),
+    return [*prescale(scale, dataset_cls.frame_scale), A.HorizontalFlip(p=0.5),
             A.Affine(scale=(0.5, 1.5), keep_ratio=True, translate_percent=(-0.1, 0.1), rotate=0,
                      border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_LABEL,
                      mask_interpolation=cv2.INTER_NEAREST, p=1),
@@ -146,7 +148,7 @@ def build_transforms(dataset_cls, split, scale=1.0):
     resize = [] if pre is None else [A.Resize(*pre, area_for_downscale="image",
                                               mask_interpolation=cv2.INTER_NEAREST)]
     if split == "predict":
-        geometry = prescale(scale)
+        geometry = prescale(scale, dataset_cls.frame_scale)
     elif dataset_cls.pad_size is not None:
         geometry = padded_crop_geometry(dataset_cls, split, scale)
     else:

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data.datasets import DATASETS
+from utils.data.datasets import dataset_class
 from utils.labels import scored_classes, void_index
 from utils.reporting import plots
 
 
 def draw_run_figures(run_dir: Path, model, test_data, normalizer, history, results, config, count: int) -> list[Path]:
-    dataset = DATASETS[config.dataset]
+    dataset = dataset_class(config.dataset, config.model.dataset_params)
     classes, small = list(config.classes), dataset.small_classes
     written = [
         plots.plot_history(history, run_dir / "curves.png"),
