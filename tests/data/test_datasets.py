@@ -377,7 +377,7 @@ def test_importing_the_project_asks_no_server_for_anything():
 def test_lits_normalisation_gives_the_released_input_of_the_clipped_hu():
     """Normalizer(LiTS.normalisation(mean, std)) of the uint8 slice == (HU/255 - mean)/std of the dequantised
     HU (float64 literal), and that HU is within half a 500/255 step of the clipped slice."""
-    from utils.data.transforms import Normalizer
+    from utils.engine.normalizer import Normalizer
     hu = np.linspace(-400, 400, 3 * 11 * 13).reshape(11, 13, 3)
     low, high = LiTS.HU_WINDOW
     u8 = np.rint((np.clip(hu, low, high) - low) / (high - low) * 255).astype(np.uint8)
