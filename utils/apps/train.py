@@ -70,8 +70,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     config = config.replace(output_dir=str(run_dir))
 
     engine = prepare_run(model, device, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
+    optimizer, scheduler = optimisation(model, config)
     scaler = engine.scaler  # restored from last.pt and saved with every checkpoint
     loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device,
                                   persistent=split != "test")  # the test split is read once, at the end
@@ -158,6 +157,12 @@ def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
     if run.get("epochs") != epoch:
         return []
     return [{**run, "val_miou": metrics["val"]["miou"], "test_miou": metrics["test"]["miou"]}]
+
+
+def optimisation(model, config: RunConfig):
+    """The authors' optimiser, Adam without weight decay, and the learning rate's steps at config.milestones."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
 
 
 def build_network(config: RunConfig, pretrained: bool = True):
