@@ -127,9 +127,13 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         # The best epoch's weights, on val and test, with the object-size scores.
         best = load_checkpoint(run_dir / "best.pt", map_location=device)
         load_model_state(model, best, run_dir / "best.pt")
-        results = {split: evaluate(net, engine, loaders[split], config.classes, small_objects=True, per_image=True,
-                                   desc=f"{split} (best epoch {best['epoch']})")
-                   for split in ("val", "test")}
+        results = {}
+        for split in ("val", "test"):
+            started = time.perf_counter()
+            results[split] = evaluate(net, engine, loaders[split], config.classes, small_objects=True, per_image=True,
+                                      desc=f"{split} (best epoch {best['epoch']})")
+            log(f"{split}: mIoU {results[split]['miou']:.4f}, loss {results[split]['loss']:.4f} (epoch "
+                f"{best['epoch']}'s weights, {time.perf_counter() - started:.0f} s)")
         per_image = {split: result.pop("per_image_confusion") for split, result in results.items()}
     except (KeyboardInterrupt, Terminated) as stop:
         raise interrupted(run_dir, stop) from None
