@@ -65,6 +65,7 @@ def number(cell):
 
 
 # ------------------------------------------------------------------------------------------- train_speed
+@pytest.mark.e2e
 def test_train_speed_writes_table(tmp_path, one_thread, fake_clock):
     out = tmp_path / "results" / "x.md"
     printed = train_speed.main(TINY + ["--archs", "unet", "fpn", "--batch-sizes", "1", "2", "--out", str(out)])
@@ -90,6 +91,7 @@ def test_train_speed_writes_table(tmp_path, one_thread, fake_clock):
     assert "AFMA / baseline step time <= 1.2x at depth 3 and <= 1.35x at depth 1: met in" in text
 
 
+@pytest.mark.e2e
 def test_train_speed_compare_amp_shares_the_baseline_between_depths(tmp_path, one_thread, fake_clock):
     text = train_speed.main(TINY + ["--archs", "unet", "--batch-size", "1", "--depths", "1", "3", "--compare-amp",
                                     "--no-tf32", "--out", str(tmp_path / "amp.md")])
@@ -143,6 +145,7 @@ def test_cuda_without_cuda_exits_with_message(module, tmp_path):
 
 
 # -------------------------------------------------------------------------------------------- afma_speed
+@pytest.mark.e2e
 def test_afma_speed_writes_table(tmp_path, one_thread, fake_clock):
     out = tmp_path / "afma.md"
     text = afma_speed.main(["--scale", "0.1", "--encoder", "resnet18", "--patch-size", "4", "--repeats", "1",
@@ -205,6 +208,7 @@ def test_epoch_speed_passes_main_flags_through():
                         "amp": False, "compile": True}
 
 
+@pytest.mark.e2e
 def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
     out = tmp_path / "epoch.md"
     text = epoch_speed.main(["--device", "cpu", "--train", "2", "--val", "2", "--test", "1", "--scale", "0.125",

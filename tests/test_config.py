@@ -128,6 +128,7 @@ def test_loss_weights_are_the_literal_weighted_sum():
     assert AFMALoss(ce_weight=2.5)(output, target).item() != AFMALoss()(output, target).item()
 
 
+@pytest.mark.e2e
 def test_loss_weights_reach_the_criterion_of_training_and_evaluation(tiny_camvid, tmp_path, monkeypatch):
     import utils.engine.setup as setup
 

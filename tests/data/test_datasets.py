@@ -357,6 +357,7 @@ def test_camvid_folder_of_jpegs_says_only_png_is_read(tmp_path):
         CamVid(tmp_path, "train")
 
 
+@pytest.mark.e2e
 def test_importing_the_project_asks_no_server_for_anything():
     """albumentations checks PyPI for updates at import unless NO_ALBUMENTATIONS_UPDATE is set."""
     import os

@@ -42,6 +42,7 @@ def scene(seed):
     return image, target, pred
 
 
+@pytest.mark.e2e
 def test_plots_render_with_agg_whatever_backend_the_environment_asks_for(tmp_path):
     """A training node may have an interactive backend in its matplotlibrc or MPLBACKEND, and no display: the
     plots choose Agg themselves. A fresh interpreter, since this one imported the module long ago."""
