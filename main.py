@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from models import ARCHITECTURES
-from utils.config import PRESETS, RESUMABLE, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
+from utils.config import PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
     check_unused, layer_settings, make_config, parse_depths, setting_defaults
 from utils.engine import distributed
 from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
@@ -274,7 +274,7 @@ def compare(args, explicit) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
 
     def make_run(arch, depth, seed, run_dir):
-        flags = explicit | {"arch": arch, "att_depth": "off" if depth is None else str(depth), "output_dir": str(run_dir)}
+        flags = explicit | {"arch": arch, "att_depth": SETTING["att_depth"].text(depth), "output_dir": str(run_dir)}
         return new_run(args, flags if seed is None else flags | {"seed": seed})
 
     identity = base.settings() | {"compare": args.compare, "att_depth": ",".join(map(str, depths))}

@@ -8,8 +8,10 @@ import torch
 
 import main
 import utils.config as config_module
+from models import ATTENTION_DEPTHS
 from tests.conftest import FAST, ROOT
-from utils.config import SETTINGS, RunConfig, Setting, check_resume_flags, make_config, setting_defaults
+from utils.config import SETTING, SETTINGS, RunConfig, Setting, check_checkpoint_flags, check_resume_flags, \
+    make_config, setting_defaults
 from utils.errors import UsageError
 from utils.losses import AFMALoss
 
@@ -42,6 +44,21 @@ def test_a_config_gives_its_settings_back_and_records_the_flags_given():
     assert make_config(config.settings(), config.sources) == config  # settings() gives the config back
     assert config.to_dict()["ce_weight"] == 2 and config.to_dict()["mse_weight"] == 3
     assert config.sources["ce_weight"] == "flag" and config.sources["lr"] == "default"
+
+
+def test_an_attention_depth_reads_the_same_wherever_it_is_typed(tmp_path):
+    """--att-depth's text and the model's depth convert in its row alone: a new run, a resume, a checkpoint's
+    model and the flags --compare passes on agree, whichever spelling of off was typed."""
+    row = SETTING["att_depth"]
+    assert [row.value(row.text(depth)) for depth in (None, *ATTENTION_DEPTHS)] == [None, *ATTENTION_DEPTHS]
+    baseline = new_run("--att-depth", "OFF")
+    assert baseline.model.att_depth is None and baseline.settings()["att_depth"] == "off"
+    check_resume_flags(baseline, {"att_depth": "none"}, tmp_path)  # the same depth: accepted
+    check_checkpoint_flags(baseline.model, {"att_depth": "Off"}, tmp_path / "best.pt")
+    with pytest.raises(UsageError, match="--att-depth 2 contradicts"):
+        check_checkpoint_flags(baseline.model, {"att_depth": "2"}, tmp_path / "best.pt")
+    with pytest.raises(UsageError, match="--att-depth '7' is not valid"):
+        new_run("--att-depth", "7")
 
 
 def test_a_resumed_run_may_change_exactly_the_settings_marked_resumable(tmp_path):
