@@ -57,7 +57,8 @@ WORKERS = "auto"  # data-loader processes; auto: 2 on the CPU, the free cores (u
 SAVE_EVERY = 5.0  # minutes between writes of last.pt (also after the first and the last epoch); 0: every epoch
 OUTPUT_DIR = ""  # empty: a new folder under runs/ named after dataset, architecture, encoder, depth, time
 
-# A new setting: its constant here and its line in utils/config.py SETTINGS (the flag and the checks follow).
+# A new setting: its constant here, its line in utils/config.py SETTINGS (the flag and the checks follow), its field
+# in RunConfig (what config.json records), and its use.
 DEFAULTS = setting_defaults(globals())
 DEFAULTS["data_dir"] = str(HERE / DATA_DIR)  # a relative DATA_DIR is in main.py's folder, wherever it runs from
 
