@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from models import ARCHITECTURES
-from utils.config import PRESETS, RESUMABLE, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
+from utils.config import PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
     check_unused, layer_settings, make_config, parse_depths, setting_defaults
 from utils.engine import distributed
 from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
@@ -57,7 +57,8 @@ WORKERS = "auto"  # data-loader processes; auto: 2 on the CPU, the free cores (u
 SAVE_EVERY = 5.0  # minutes between writes of last.pt (also after the first and the last epoch); 0: every epoch
 OUTPUT_DIR = ""  # empty: a new folder under runs/ named after dataset, architecture, encoder, depth, time
 
-# A new setting: its constant here and its line in utils/config.py SETTINGS (the flag and the checks follow).
+# A new setting: its constant here, its line in utils/config.py SETTINGS (the flag and the checks follow), its field
+# in RunConfig (what config.json records), and its use.
 DEFAULTS = setting_defaults(globals())
 DEFAULTS["data_dir"] = str(HERE / DATA_DIR)  # a relative DATA_DIR is in main.py's folder, wherever it runs from
 
@@ -291,7 +292,7 @@ def compare(args, explicit) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
 
     def make_run(arch, depth, seed, run_dir):
-        flags = explicit | {"arch": arch, "att_depth": "off" if depth is None else str(depth), "output_dir": str(run_dir)}
+        flags = explicit | {"arch": arch, "att_depth": SETTING["att_depth"].text(depth), "output_dir": str(run_dir)}
         return new_run(args, flags if seed is None else flags | {"seed": seed})
 
     identity = base.settings() | {"compare": args.compare, "att_depth": ",".join(map(str, depths))}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import command_line, device_name
+from benchmarks.common import command_line, device_name, finish_table
 from models.afma import (AFMA, class_argmax, count_row_nonzeros, factored_attention, merged_conv_pair, modify_output,
                          pointwise_conv, support_dtype)
 
@@ -91,11 +91,7 @@ def main(argv=None) -> str:
             same = "yes" if torch.equal(a, b) else f"max diff {(a - b).abs().max().item():.1e}"
             lines.append(f"| {name} | {t_plain * 1e3:.1f} | {t_ours * 1e3:.1f} | {t_plain / t_ours:.2f}x | {same} |")
             print(lines[-1], flush=True)
-    table = "\n".join(lines) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-    return table
+    return finish_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import command_line, device_name, prepare_model, synchronize
+from benchmarks.common import command_line, device_name, finish_table, prepare_model, synchronize
 from models import build_model
 from utils.engine.device import setup_device
 from utils.losses import AFMALoss
@@ -179,11 +179,7 @@ def main(argv=None) -> str:
                    f"{'yes' if ratio <= target else 'no'} |")
             lines.append(row)
             print(row, flush=True)
-    table = "\n".join(lines) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-    return table
+    return finish_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,12 @@ def cpu_peak_memory(step) -> int:
         live += size if action == Action.CREATE else -size if action == Action.DESTROY else 0
         peak = max(peak, live)
     return peak
+
+
+def finish_table(lines, out) -> str:
+    """The table's text; also written to `out` (its folder made) when one is given."""
+    table = "\n".join(lines) + "\n"
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+    return table

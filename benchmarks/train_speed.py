@@ -8,7 +8,7 @@
 
 Run it from the repository root. One step is main.py's training step (utils.engine.train.train_step, what
 train_one_epoch runs for each batch, without the loader): a uint8 image batch and uint8 labels on the host
-(pinned on CUDA) go through utils.data.transforms.Normalizer (copy to the device, / 255, mean / std,
+(pinned on CUDA) go through utils.engine.normalizer.Normalizer (copy to the device, / 255, mean / std,
 channels_last on CUDA) and .long(); forward under autocast (--amp), AFMALoss (the NLL alone for the baseline),
 zero_grad, backward (scaled by a GradScaler when AMP runs in fp16) and an Adam step, on the engine main.py sets up
 (utils.engine.setup.prepare): channels_last on CUDA (--no-channels-last to compare), TF32 for float32 on CUDA unless

@@ -8,8 +8,10 @@ import torch
 
 import main
 import utils.config as config_module
+from models import ATTENTION_DEPTHS
 from tests.conftest import FAST, ROOT
-from utils.config import FLAGS, RESUMABLE, SETTINGS, RunConfig, Setting, make_config, setting_defaults
+from utils.config import SETTING, SETTINGS, RunConfig, Setting, check_checkpoint_flags, check_resume_flags, \
+    make_config, setting_defaults
 from utils.errors import UsageError
 from utils.losses import AFMALoss
 
@@ -36,16 +38,39 @@ def test_every_setting_has_its_flag_its_type_and_its_default_in_the_help(capsys,
                 setting.name: setting.type(samples[setting.type])}
 
 
-def test_the_defaults_the_resume_rules_and_the_flags_are_derived_from_the_table():
-    names = [s.name for s in SETTINGS]
-    assert list(main.DEFAULTS) == names
-    assert all(main.DEFAULTS[name] == getattr(main, name.upper()) for name in names if name != "data_dir")
-    assert RESUMABLE == tuple(s.name for s in SETTINGS if s.resumable)
-    assert all(FLAGS[s.name] == "--" + s.name.replace("_", "-") for s in SETTINGS)
+def test_a_config_gives_its_settings_back_and_records_the_flags_given():
     config = new_run("--ce-weight", "2", "--mse-weight", "3")
-    assert list(config.settings()) == names
+    assert list(config.settings()) == [s.name for s in SETTINGS]
     assert make_config(config.settings(), config.sources) == config  # settings() gives the config back
     assert config.to_dict()["ce_weight"] == 2 and config.to_dict()["mse_weight"] == 3
+    assert config.sources["ce_weight"] == "flag" and config.sources["lr"] == "default"
+
+
+def test_an_attention_depth_reads_the_same_wherever_it_is_typed(tmp_path):
+    """--att-depth's text and the model's depth convert in its row alone: a new run, a resume, a checkpoint's
+    model and the flags --compare passes on agree, whichever spelling of off was typed."""
+    row = SETTING["att_depth"]
+    assert [row.value(row.text(depth)) for depth in (None, *ATTENTION_DEPTHS)] == [None, *ATTENTION_DEPTHS]
+    baseline = new_run("--att-depth", "OFF")
+    assert baseline.model.att_depth is None and baseline.settings()["att_depth"] == "off"
+    check_resume_flags(baseline, {"att_depth": "none"}, tmp_path)  # the same depth: accepted
+    check_checkpoint_flags(baseline.model, {"att_depth": "Off"}, tmp_path / "best.pt")
+    with pytest.raises(UsageError, match="--att-depth 2 contradicts"):
+        check_checkpoint_flags(baseline.model, {"att_depth": "2"}, tmp_path / "best.pt")
+    with pytest.raises(UsageError, match="--att-depth '7' is not valid"):
+        new_run("--att-depth", "7")
+
+
+def test_a_resumed_run_may_change_exactly_the_settings_marked_resumable(tmp_path):
+    saved = new_run()
+    for setting in SETTINGS:
+        value = saved.settings()[setting.name]
+        other = (not value) if setting.type is bool else f"{value}9" if setting.type is str else value + 1
+        if setting.resumable or setting.name == "output_dir":  # output_dir: the run's own folder, checked apart
+            check_resume_flags(saved, {setting.name: other}, tmp_path)
+        else:
+            with pytest.raises(UsageError, match=setting.flag):
+                check_resume_flags(saved, {setting.name: other}, tmp_path)
 
 
 def test_a_setting_without_its_constant_in_main_py_is_named():
@@ -120,6 +145,7 @@ def test_loss_weights_are_the_literal_weighted_sum():
     assert AFMALoss(ce_weight=2.5)(output, target).item() != AFMALoss()(output, target).item()
 
 
+@pytest.mark.e2e
 def test_loss_weights_reach_the_criterion_of_training_and_evaluation(tiny_camvid, tmp_path, monkeypatch):
     import utils.engine.setup as setup
 

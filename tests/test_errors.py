@@ -107,6 +107,7 @@ def trained(tiny_camvid, tmp_path):
     return run
 
 
+@pytest.mark.e2e
 def test_checkpoint_of_another_model(trained, tiny_camvid, tmp_path, capsys):
     message = fails(capsys, tmp_path / "out", "--data-dir", tiny_camvid, "--checkpoint", trained / "best.pt", "--arch", "fpn",
                     flags=())
@@ -119,6 +120,7 @@ def test_checkpoint_of_another_model(trained, tiny_camvid, tmp_path, capsys):
     assert "five.pt" in message and "classes" in message
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["evaluate", "predict", "resume"])
 def test_truncated_checkpoint(trained, tiny_camvid, tmp_path, capsys, mode):
     name = "last.pt" if mode == "resume" else "best.pt"
@@ -133,6 +135,7 @@ def test_truncated_checkpoint(trained, tiny_camvid, tmp_path, capsys, mode):
     assert sorted(p.name for p in trained.iterdir()) == before
 
 
+@pytest.mark.e2e
 def test_existing_run_folder_is_not_overwritten(trained, tiny_camvid, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in trained.iterdir()}
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--output-dir", str(trained)]) == 2
@@ -162,6 +165,7 @@ def test_unreachable_weights_stop_a_comparison_before_its_folder(offline, tiny_c
     assert "'imagenet' weights for encoder resnet18" in message and "--allow-random-init" in message
 
 
+@pytest.mark.e2e
 def test_unreachable_weights_fall_back_to_random_init_when_allowed(offline, tiny_camvid, tmp_path, capsys):
     out = tmp_path / "out"
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--encoder-weights", "imagenet",
@@ -170,6 +174,7 @@ def test_unreachable_weights_fall_back_to_random_init_when_allowed(offline, tiny
     assert json.loads((out / "config.json").read_text())["encoder_weights"] is None
 
 
+@pytest.mark.e2e
 def test_resuming_and_evaluating_a_pretrained_run_need_no_download(offline, trained, tiny_camvid, tmp_path):
     """Their weights are in the checkpoint: an offline node resumes and evaluates an ImageNet-initialised run."""
     for name in ("last.pt", "best.pt"):
@@ -208,6 +213,7 @@ def test_resume_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
     assert "does not hold the settings of a run" in message and "\n" not in message
 
 
+@pytest.mark.e2e
 def test_predict_refuses_contradicting_flags_and_bad_scales(trained, tiny_camvid, tmp_path, capsys):
     image = first(tiny_camvid, "test")
     for extra, words in ((["--arch", "fpn"], "contradicts"), (["--scale", "0.001"], "--scale 0.001")):
@@ -222,6 +228,7 @@ def test_compare_checks_every_model_against_its_crops_before_training(tiny_camvi
     assert message.startswith("error: pan:") and "for its decoder" in message and "--scale" in message
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_with_a_nonsense_model_spec_is_one_line(trained, tiny_camvid, tmp_path, capsys):
     state = torch.load(trained / "best.pt", weights_only=True)
     state["model_spec"]["classes"] = []
@@ -238,6 +245,7 @@ def test_deeplabv3_with_batches_of_one_is_refused_before_the_run_folder(tiny_cam
     assert "--batch-size 2" in message
 
 
+@pytest.mark.e2e
 def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(tiny_camvid, tmp_path,
                                                                                         monkeypatch, capsys):
     import errno

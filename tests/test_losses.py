@@ -35,7 +35,7 @@ def test_baseline_loss_is_the_weighted_nll_alone():
     assert abs(loss.item() - (2 * math.log(4 / 3) + math.log(2)) / 3) < 1e-6
 
 
-def test_ignored_pixels_count_in_neither_term():
+def test_an_ignored_pixel_leaves_the_nll_but_its_attention_entries_stay_in_the_mse():
     logits, attention, _ = tiny_case()
     target = torch.tensor([[[1, 255]]])
     loss = AFMALoss(ignore_index=255)((logits, attention), target)

@@ -22,6 +22,7 @@ def run_main(*argv):
     return main.main([*FAST, *map(str, argv)])
 
 
+@pytest.mark.e2e
 def test_run_writes_its_folder_and_the_best_checkpoint_reproduces_test_miou(tiny_camvid, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_main("--data-dir", tiny_camvid, "--epochs", 2, "--output-dir", out) == 0
@@ -53,6 +54,7 @@ def test_run_writes_its_folder_and_the_best_checkpoint_reproduces_test_miou(tiny
     assert "mIoU" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_baseline_runs_and_same_seed_gives_identical_metrics(tiny_camvid, tmp_path):
     runs = [tmp_path / name for name in ("a", "b")]
     for out in runs:
@@ -62,6 +64,7 @@ def test_baseline_runs_and_same_seed_gives_identical_metrics(tiny_camvid, tmp_pa
     assert torch.load(runs[0] / "best.pt", weights_only=True)["model_spec"]["att_depth"] is None
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_camvid, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_main("--data-dir", tiny_camvid, "--epochs", 3, "--output-dir", whole) == 0
@@ -84,6 +87,7 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tiny_camvid, tmp_pat
     assert json.loads((killed / "metrics.json").read_text()) == json.loads((whole / "metrics.json").read_text())
 
 
+@pytest.mark.e2e
 def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_checkpoints(tiny_camvid, tmp_path, monkeypatch, capsys):
     from utils.losses import AFMALoss
 
@@ -107,6 +111,8 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_checkpoints(tiny_
     assert (out / "best.pt").exists() and not (out / "metrics.json").exists()
 
 
+@pytest.mark.serial
+@pytest.mark.e2e
 def test_two_process_gloo_evaluation_equals_one_process(tiny_camvid, tmp_path):
     run = tmp_path / "run"
     assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--output-dir", run) == 0
@@ -129,6 +135,8 @@ def test_two_process_gloo_evaluation_equals_one_process(tiny_camvid, tmp_path):
     assert two["test"]["confusion_matrix"] == one["test"]["confusion_matrix"]
 
 
+@pytest.mark.serial
+@pytest.mark.e2e
 def test_two_process_training_runs(tiny_camvid, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -326,6 +326,7 @@ def test_prepared_camvid_class_order_is_the_readers(tmp_path, capsys):
             assert (band == CamVid.classes.index(RELEASE_CLASS[name])).all(), name
 
 
+@pytest.mark.e2e
 def test_main_trains_one_epoch_on_the_prepared_camvid(tmp_path, capsys):
     import main
     from tests.conftest import FAST
@@ -786,6 +787,7 @@ def test_help_lists_every_data_set(capsys):
     assert "original" not in text  # the released code says nothing about slice selection or the split
 
 
+@pytest.mark.e2e
 def test_cli_runs_as_a_script(tmp_path):
     make_lits(tmp_path / "lits", numbers=range(3))
     done = subprocess.run([sys.executable, str(TOOL), "lits", "--source", str(tmp_path / "lits"), "--out",

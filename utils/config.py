@@ -13,6 +13,7 @@ import datetime
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -42,16 +43,41 @@ class Setting:
 
     `resumable`: a resumed run may change it (where its data is and how it runs, not what it computes).
     `uses`: the actions that read it; evaluating a --checkpoint and --predict refuse a flag they would ignore.
+    `parse` and `show`: for a setting whose flag is text for another value (--att-depth off is None), the one
+    conversion each way, used wherever the setting is read or written back as a flag.
     """
     name: str
     type: type  # how the flag's value is read; bool: --name / --no-name
     help: str
     resumable: bool = False
     uses: tuple[str, ...] = ("train",)
+    parse: Callable[[Any], Any] | None = None  # the flag's text -> the value the run uses (None: the text itself)
+    show: Callable[[Any], Any] | None = None  # that value -> the flag's text (None: the value itself)
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def value(self, text):
+        """What the run uses for this flag's text (a UsageError naming the flag if it is not valid)."""
+        return text if self.parse is None else self.parse(text)
+
+    def text(self, value):
+        """The flag's text for a value the run uses: `value(text(v)) == v`."""
+        return value if self.show is None else self.show(value)
+
+
+def parse_depth(value) -> int | None:
+    if str(value).lower() in ("off", "none"):
+        return None
+    if str(value) not in tuple(map(str, ATTENTION_DEPTHS)):
+        raise UsageError(f"--att-depth {value!r} is not valid: choose one of "
+                         f"{', '.join(map(str, ATTENTION_DEPTHS))}, or off (the plain baseline)")
+    return int(value)
+
+
+def depth_text(depth: int | None) -> str:
+    return "off" if depth is None else str(depth)
 
 
 TRAIN, EVALUATE, PREDICT = ("train",), ("train", "evaluate"), ("train", "evaluate", "predict")
@@ -66,7 +92,8 @@ SETTINGS = (
     Setting("encoder_weights", str, '"imagenet", another SMP weights tag, or "none" (random initialisation)'),
     Setting("allow_random_init", bool, "fall back to random initialisation when the weights cannot be fetched"),
     Setting("att_depth", str, f"the encoder depth AFMA attends to, {', '.join(map(str, ATTENTION_DEPTHS))}, or off "
-            "(the plain SMP baseline); with --compare, one or several, e.g. 1,2,3,4"),
+            "(the plain SMP baseline); with --compare, one or several, e.g. 1,2,3,4", parse=parse_depth,
+            show=depth_text),
     Setting("patch_size", int, "AFMA patch size p"),
     Setting("epochs", int, "training epochs; with --resume, train the run on up to this epoch", resumable=True),
     Setting("batch_size", int, "images per step (per process)", uses=EVALUATE),
@@ -177,7 +204,7 @@ class RunConfig:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         # The settings kept in the model spec, or in another form than the flag's.
         derived = {"dataset": m.dataset, "arch": m.arch, "encoder": m.encoder_name, "patch_size": m.patch_size,
-                   "att_depth": "off" if m.att_depth is None else str(m.att_depth), "scale": m.scale,
+                   "att_depth": SETTING["att_depth"].text(m.att_depth), "scale": m.scale,
                    "encoder_weights": self.encoder_weights or "none", "milestones": ",".join(map(str, self.milestones))}
         return {s.name: (fields | derived)[s.name] for s in SETTINGS}
 
@@ -228,7 +255,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     check_frame_scale(dataset, s["scale"], s["data_dir"])
     device = resolve_device(s["device"])
     weights = None if str(s["encoder_weights"]).lower() in ("none", "") else s["encoder_weights"]
-    depth = parse_depth(s["att_depth"])
+    depth = SETTING["att_depth"].value(s["att_depth"])
     try:
         mean, std = input_normalisation(s["dataset"], s["encoder"], None)
         spec = ModelSpec(arch=s["arch"], encoder_name=s["encoder"], classes=tuple(dataset.classes), att_depth=depth,
@@ -310,22 +337,13 @@ def check_scale(scale: float) -> None:
 def usage_error(error: SettingError) -> UsageError:
     """A model's SettingError in the command line's words: the flag, not the keyword."""
     flag = FLAGS.get(error.option, error.option)
-    value = "off" if error.option == "att_depth" and error.value is None else error.value
+    value = SETTING[error.option].text(error.value) if error.option in SETTING else error.value
     return UsageError(f"{flag} {value} is not valid{error.hint}: {error.reason} ({error.option}={error.value!r})")
-
-
-def parse_depth(value) -> int | None:
-    if str(value).lower() in ("off", "none"):
-        return None
-    if str(value) not in tuple(map(str, ATTENTION_DEPTHS)):
-        raise UsageError(f"--att-depth {value!r} is not valid: choose one of "
-                         f"{', '.join(map(str, ATTENTION_DEPTHS))}, or off (the plain baseline)")
-    return int(value)
 
 
 def parse_depths(value) -> list[int]:
     """--att-depth for --compare: one depth or several (1,2,3,4: the depth study)."""
-    depths = [parse_depth(part) for part in str(value).replace(" ", "").split(",") if part]
+    depths = [SETTING["att_depth"].value(part) for part in str(value).replace(" ", "").split(",") if part]
     if not depths or None in depths:
         raise UsageError(f"--att-depth {value!r} is not valid with --compare: give the AFMA depths to compare with "
                          f"the baseline, e.g. 2 or 1,2,3,4 (the baseline is always trained)")
@@ -375,8 +393,9 @@ def resolve_device(name: str) -> str:
 
 def check_resume_flags(saved: RunConfig, explicit: dict, run_dir: Path) -> None:
     """Refuse, naming them, the flags a resumed run cannot take (it would no longer be the same run)."""
-    normal = {"milestones": parse_milestones, "att_depth": parse_depth, "encoder_weights": lambda v: str(v).lower()}
-    same = lambda key, a, b: normal.get(key, lambda v: v)(a) == normal.get(key, lambda v: v)(b)  # noqa: E731
+    normal = {"milestones": parse_milestones, "encoder_weights": lambda v: str(v).lower()}
+    same = lambda key, a, b: (normal.get(key, SETTING[key].value)(a)  # noqa: E731
+                              == normal.get(key, SETTING[key].value)(b))
     fixed = {key: value for key, value in explicit.items()
              if key not in RESUMABLE and key != "output_dir" and not same(key, saved.settings().get(key), value)}
     if fixed:
@@ -393,7 +412,7 @@ def check_checkpoint_flags(spec: ModelSpec, explicit: dict, path: Path) -> None:
         key = keyword_of.get(flag, flag)
         if flag not in explicit:
             continue
-        value = parse_depth(explicit[flag]) if key == "att_depth" else explicit[flag]
+        value = SETTING[flag].value(explicit[flag])
         if value != getattr(spec, key):
             raise UsageError(f"{FLAGS[key]} {explicit[flag]} contradicts {path}, which holds a model with "
                              f"{key}={getattr(spec, key)!r}, not {key}={value!r}: leave {FLAGS[key]} out (the "

@@ -12,8 +12,12 @@ import json
 import os
 import shutil
 
+import pytest
+
 import main
 from tests.conftest import FAST
+
+pytestmark = pytest.mark.e2e  # kills a training run after each write and resumes it
 
 
 def run_with_snapshots(monkeypatch, argv, run, snapshots):

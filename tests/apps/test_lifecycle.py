@@ -5,10 +5,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 import main
 from tests.conftest import FAST, ROOT
+
+pytestmark = pytest.mark.e2e  # runs of main.py: trained, stopped by signals, resumed, evaluated
 
 
 def run_main(*argv):

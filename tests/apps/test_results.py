@@ -8,6 +8,8 @@ import pytest
 import main
 from tests.conftest import FAST
 
+pytestmark = pytest.mark.e2e  # every test here trains runs and reads what they report
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

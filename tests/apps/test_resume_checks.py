@@ -12,6 +12,8 @@ import utils.apps.train as training
 from tests.conftest import FAST
 from utils.errors import Terminated
 
+pytestmark = pytest.mark.e2e  # every test here trains a run to resume
+
 
 def run_main(*argv):
     return main.main([*FAST, *map(str, argv)])

@@ -5,9 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import main
 import utils.apps.train as training
 from tests.conftest import FAST
+
+pytestmark = pytest.mark.e2e  # runs of main.py against a folder another process holds
 
 HOLD = """
 import fcntl, sys

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import FAST, ROOT
+
+pytestmark = pytest.mark.e2e  # torchrun groups that train, die and restart
 
 # main.py, but rank 1 of the first group (TORCHELASTIC_RESTART_COUNT 0) dies by SIGKILL at the end of the first
 # epoch whose last.pt is written: torchrun then stops rank 0 and starts the group again, with the same command.

@@ -10,7 +10,7 @@ import torch
 from utils.data.datasets import (DATASETS, Birds, CamVid, Cityscapes, DataError, LiTS, SkinLesion,
                             build_dataset)
 from utils.data.transforms import build_transforms
-from utils.labels import IGNORE_LABEL
+from utils.labels import IGNORE_LABEL, scored_classes
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 REAL_CAMVID = Path(__file__).resolve().parents[2].parent / "shared" / "camvid-sample"
@@ -63,13 +63,16 @@ def test_camvid_finds_sorted_pairs_and_reads_rgb_and_indices(tmp_path):
     assert len(ds) == 2 and ds.num_classes == 12
 
 
-def test_camvid_class_metadata():
-    assert CamVid.classes[-1] == "unlabelled" and len(CamVid.class_weights) == 12
-    assert CamVid.class_weights[10] == pytest.approx(8.136508447439535)
-    assert CamVid.small_classes == ("pole", "signsymbol", "fence", "pedestrian", "bicyclist")
-    assert len(CamVid.palette) == 12 and CamVid.palette[3] == (128, 64, 128)
-    assert (CamVid.train_size, CamVid.eval_size, CamVid.pad_size) == ((480, 640), (640, 960),
-                                                                      (720, 960))
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_each_data_set_describes_every_class_once(name):
+    """A weight (if any) and a colour per class, colours that tell the classes apart in figures, small classes
+    among the scored ones, and the name main.py's --dataset takes."""
+    dataset = DATASETS[name]
+    assert dataset.name == name
+    assert dataset.class_weights is None or (len(dataset.class_weights) == len(dataset.classes)
+                                             and min(dataset.class_weights) > 0)
+    assert len(set(dataset.palette)) == len(dataset.palette) == len(dataset.classes)
+    assert set(dataset.small_classes) <= set(scored_classes(dataset.classes))
 
 
 def test_camvid_transform_gives_uint8_image_and_mask():
@@ -83,7 +86,6 @@ def test_camvid_transform_gives_uint8_image_and_mask():
 
 def test_build_dataset_returns_the_registered_class(tmp_path):
     assert isinstance(build_dataset("camvid", make_camvid(tmp_path), "val"), CamVid)
-    assert set(DATASETS) == {"camvid", "cityscapes", "birds", "skinlesion", "lits"}
 
 
 # ------------------------------------------------------------------ DataError cases
@@ -355,6 +357,7 @@ def test_camvid_folder_of_jpegs_says_only_png_is_read(tmp_path):
         CamVid(tmp_path, "train")
 
 
+@pytest.mark.e2e
 def test_importing_the_project_asks_no_server_for_anything():
     """albumentations checks PyPI for updates at import unless NO_ALBUMENTATIONS_UPDATE is set."""
     import os
@@ -377,7 +380,7 @@ def test_importing_the_project_asks_no_server_for_anything():
 def test_lits_normalisation_gives_the_released_input_of_the_clipped_hu():
     """Normalizer(LiTS.normalisation(mean, std)) of the uint8 slice == (HU/255 - mean)/std of the dequantised
     HU (float64 literal), and that HU is within half a 500/255 step of the clipped slice."""
-    from utils.data.transforms import Normalizer
+    from utils.engine.normalizer import Normalizer
     hu = np.linspace(-400, 400, 3 * 11 * 13).reshape(11, 13, 3)
     low, high = LiTS.HU_WINDOW
     u8 = np.rint((np.clip(hu, low, high) - low) / (high - low) * 255).astype(np.uint8)

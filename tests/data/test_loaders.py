@@ -3,6 +3,7 @@ import multiprocessing
 import os
 import signal
 
+import pytest
 import torch
 
 from utils.data.datasets import CamVid
@@ -42,6 +43,7 @@ def test_loader_gives_uint8_images_and_masks():
     assert images.dtype == torch.uint8 and images.shape[1] == 3 and masks.dtype == torch.uint8
 
 
+@pytest.mark.e2e
 def test_workers_leave_stop_signals_to_the_main_process():
     """A scheduler signals the whole process group: a worker must not die first and turn a clean stop into a
     'DataLoader worker exited unexpectedly' traceback. Each worker gets a stop signal mid-epoch, with Python's

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from utils.data.datasets import Birds, CamVid, Cityscapes, LiTS, SkinLesion
-from utils.data.transforms import Normalizer, build_transforms, network_size
+from utils.data.transforms import build_transforms, network_size
+from utils.engine.normalizer import Normalizer
 from utils.labels import IGNORE_LABEL
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

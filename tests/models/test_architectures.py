@@ -12,6 +12,7 @@ ARCHS = list(ARCHITECTURES)
 SIZE = 128  # PAN's minimum; with patch 2, whole patches even at stride 32
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_depth_trains(arch):
     torch.manual_seed(0)

@@ -42,6 +42,7 @@ def scene(seed):
     return image, target, pred
 
 
+@pytest.mark.e2e
 def test_plots_render_with_agg_whatever_backend_the_environment_asks_for(tmp_path):
     """A training node may have an interactive backend in its matplotlibrc or MPLBACKEND, and no display: the
     plots choose Agg themselves. A fresh interpreter, since this one imported the module long ago."""
@@ -64,24 +65,61 @@ def test_plot_history_writes_png_in_new_folder(tmp_path):
     assert_valid_png(path)
 
 
-def test_plot_history_of_a_val_split_without_labels(tmp_path):
-    """Every val mIoU NaN (a split without labelled pixels): the curves are drawn, no best epoch is marked."""
-    history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "val_miou": float("nan"), "lr": 1e-4} for e in (1, 2)]
-    assert_valid_png(plot_history(history, tmp_path / "curves.png"))
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, in order, to inspect what they draw (they are still written)."""
+    import utils.reporting.plots as plots
+
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    return figures
 
 
-def test_plot_per_class_iou_with_small_classes(tmp_path):
+def legend_labels(ax):
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def bar_heights(ax):
+    return [bar.get_height() for bars in ax.containers for bar in bars]  # the bars, not the small classes' bands
+
+
+def test_plot_history_marks_the_best_val_miou_and_none_without_labels(tmp_path, drawn):
+    """The best epoch is marked with its score; every val mIoU NaN (a split without labelled pixels): the curves
+    are drawn, no best epoch is marked."""
+    rows = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "val_miou": m, "lr": 1e-4}
+            for e, m in ((1, 0.2), (2, 0.5), (3, 0.4))]
+    assert_valid_png(plot_history(rows, tmp_path / "curves.png"))
+    assert legend_labels(drawn[-1].axes[1]) == ["validation mIoU", "best 0.5000 (epoch 2)"]
+    unlabelled = [row | {"val_miou": float("nan")} for row in rows]
+    assert_valid_png(plot_history(unlabelled, tmp_path / "nan.png"))
+    loss, miou = drawn[-1].axes
+    assert legend_labels(miou) == ["validation mIoU"] and len(miou.collections) == 0  # no best marker
+    assert [list(line.get_xdata()) for line in loss.lines] == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_plot_per_class_iou_draws_each_split_and_marks_the_small_classes(tmp_path, drawn):
     results = {"val": result(0.6, [0.9, 0.3, 0.6]), "test": result(0.55, [0.85, 0.25, float("nan")])}
     assert_valid_png(plot_per_class_iou(results, NAMES, tmp_path / "iou.png", small_classes=["pole"]))
+    ax = drawn[-1].axes[0]
+    np.testing.assert_equal(bar_heights(ax), [0.9, 0.3, 0.6, 0.85, 0.25, np.nan])  # unlabelled is not plotted
+    ticks = {tick.get_text(): tick.get_color() for tick in ax.get_xticklabels()}
+    assert list(ticks) == NAMES[:-1]
+    assert [name for name, colour in ticks.items() if colour == "tab:red"] == ["pole"]
+    assert legend_labels(ax) == ["val (mIoU 0.6000)", "test (mIoU 0.5500)", "small / thin class"]
 
 
-def test_plot_comparison(tmp_path):
+def test_plot_comparison_states_each_miou_change_against_the_baseline(tmp_path, drawn):
     base, afma = result(0.5, [0.9, 0.2, 0.4]), result(0.6, [0.9, 0.4, 0.5])
     assert_valid_png(plot_comparison({"baseline": base, "AFMA depth 2": afma}, NAMES, tmp_path / "cmp.png",
                                      small_classes=["pole"]))
     deeper = result(0.55, [0.8, 0.5, 0.5])
     study = {"baseline": base, "AFMA depth 1": afma, "AFMA depth 2": deeper}
     assert_valid_png(plot_comparison(study, NAMES, tmp_path / "study.png"))
+    ax = drawn[-1].axes[0]
+    assert ax.get_title() == "Per-class IoU against the baseline (mIoU change: AFMA depth 1 +0.1000, AFMA depth 2 " \
+                             "+0.0500)"
+    assert bar_heights(ax) == [0.9, 0.2, 0.4, 0.9, 0.4, 0.5, 0.8, 0.5, 0.5]
+    assert "small / thin class" not in legend_labels(ax)
 
 
 def test_plot_comparison_adds_a_panel_of_differences_with_their_intervals(tmp_path):

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from utils.data.datasets import IMAGE_SUFFIXES, SegmentationDataset, dataset_class
-from utils.data.transforms import Normalizer, build_transforms
+from utils.data.transforms import build_transforms
 from utils.engine.checkpoint import load_model
+from utils.engine.normalizer import Normalizer
 from utils.errors import DataError
 from utils.files import write_atomic
 from utils.reporting.plots import colorize

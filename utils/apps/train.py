@@ -70,8 +70,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     config = config.replace(output_dir=str(run_dir))
 
     engine = prepare_run(model, device, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
+    optimizer, scheduler = optimisation(model, config)
     scaler = engine.scaler  # restored from last.pt and saved with every checkpoint
     loaders = {split: make_loader(data, config.batch_size, config.workers, config.seed, split == "train", device,
                                   persistent=split != "test")  # the test split is read once, at the end
@@ -128,9 +127,13 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         # The best epoch's weights, on val and test, with the object-size scores.
         best = load_checkpoint(run_dir / "best.pt", map_location=device)
         load_model_state(model, best, run_dir / "best.pt")
-        results = {split: evaluate(net, engine, loaders[split], config.classes, small_objects=True, per_image=True,
-                                   desc=f"{split} (best epoch {best['epoch']})")
-                   for split in ("val", "test")}
+        results = {}
+        for split in ("val", "test"):
+            started = time.perf_counter()
+            results[split] = evaluate(net, engine, loaders[split], config.classes, small_objects=True, per_image=True,
+                                      desc=f"{split} (best epoch {best['epoch']})")
+            log(f"{split}: mIoU {results[split]['miou']:.4f}, loss {results[split]['loss']:.4f} (epoch "
+                f"{best['epoch']}'s weights, {time.perf_counter() - started:.0f} s)")
         per_image = {split: result.pop("per_image_confusion") for split, result in results.items()}
     except (KeyboardInterrupt, Terminated) as stop:
         raise interrupted(run_dir, stop) from None
@@ -160,6 +163,12 @@ def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
     if run.get("epochs") != epoch:
         return []
     return [{**run, "val_miou": metrics["val"]["miou"], "test_miou": metrics["test"]["miou"]}]
+
+
+def optimisation(model, config: RunConfig):
+    """The authors' optimiser, Adam without weight decay, and the learning rate's steps at config.milestones."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
 
 
 def build_network(config: RunConfig, pretrained: bool = True):

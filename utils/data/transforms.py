@@ -30,8 +30,8 @@ then pad sizes are scaled and crop sizes are scaled and rounded to a multiple of
 does not hold (e.g. the strip a crop rounded up past the frame at --scale 0.25) is IGNORE_LABEL.
 
 The pipelines end in uint8 tensors: a quarter of float32's bytes through the loader's workers, pinned memory
-and the host-to-device copy. `Normalizer` turns them into the encoder's normalised float input on the device,
-for training, evaluation, --predict and figures alike.
+and the host-to-device copy. `utils.engine.normalizer.Normalizer` turns them into the encoder's normalised float
+input on the device, for training, evaluation, --predict and figures alike.
 """
 import os
 
@@ -40,7 +40,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over t
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 from models.architectures import INPUT_MULTIPLE  # noqa: E402
@@ -155,21 +154,3 @@ def build_transforms(dataset_cls, split, scale=1.0):
         geometry = shift_scale_crop_geometry(dataset_cls, split, scale)
     return A.Compose([*resize, *geometry, ToTensorV2()])
 
-
-class Normalizer:
-    """uint8 (B, 3, H, W) images -> the encoder's normalised float input on `device`.
-
-    (x / 255 - mean) / std as one multiply-add per pixel, after the uint8 copy; channels_last on CUDA, the
-    layout the convolutions there run fastest in.
-    """
-
-    def __init__(self, mean, std, device):
-        self.device = torch.device(device)
-        std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.scale, self.shift = 1 / (255 * std), -mean / std
-        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        return torch.addcmul(self.shift, x.float(), self.scale)

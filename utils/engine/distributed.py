@@ -5,6 +5,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 
 def init_distributed(device: torch.device) -> torch.device:
@@ -51,6 +52,12 @@ def log(message: str) -> None:
     """Print once: on rank 0, or before the process group exists, on the process torchrun launched as rank 0."""
     if (rank() if is_distributed() else launched_rank()) == 0:
         print(message, flush=True)
+
+
+def progress(iterable, desc: str):
+    """A progress bar on process 0 when its stderr is a terminal; none in a log file (a cluster job's), which
+    gets the loops' plain lines, one per epoch and per evaluation, instead of a carriage-return frame per step."""
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None if is_main() else True)
 
 
 def barrier() -> None:

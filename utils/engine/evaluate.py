@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from utils.engine import distributed
 from utils.engine.setup import Engine
@@ -37,7 +36,7 @@ def evaluate(model, engine: Engine, loader, class_names, small_objects=False, pe
     """
     model.eval()
     tally = Tally(class_names, engine.device, small_objects, per_image)
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=not distributed.is_main(), dynamic_ncols=True):
+    for images, targets in distributed.progress(loader, desc):
         eval_step(model, engine, images, targets, tally)
     return tally.result(desc)
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.data.transforms import Normalizer
 from utils.engine.device import autocast_dtype
+from utils.engine.normalizer import Normalizer
 from utils.losses import AFMALoss
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from utils.engine import distributed
 from utils.engine.setup import Engine
@@ -20,7 +19,7 @@ def train_one_epoch(model, engine: Engine, optimizer, loader, epoch) -> float:
     """
     model.train()
     pending, total, count = [], 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not distributed.is_main(), dynamic_ncols=True)
+    bar = distributed.progress(loader, f"epoch {epoch} train")
     for step, (images, targets) in enumerate(bar, start=1):
         pending.append(train_step(model, engine, optimizer, images, targets))
         if step % CHECK_EVERY == 0 or step == len(loader):
