@@ -42,12 +42,14 @@ def patch_grid(height: int, width: int, patch_size: int) -> tuple[int, int]:
 def patches(maps: Tensor, patch_size: int) -> Tensor:
     """(B, C, H, W) -> (B, C, L, P): non-overlapping p x p patches, row-major, each flattened row-major.
 
-    Equal to F.unfold(kernel=p, stride=p) per channel, as a view-and-permute (no im2col copy of overlap).
+    Equal to F.unfold(kernel=p, stride=p) per channel, as a reshape and a permutation. The remainder is cut off by
+    a negative padding, a new map whatever the size: a slice would be a view whose reshape copies or not
+    depending on whether a remainder exists, and torch.export would fix that choice into the graph.
     """
     b, c, h, w = maps.shape
     gh, gw = patch_grid(h, w, patch_size)
     p = patch_size
-    cropped = maps[:, :, : gh * p, : gw * p]
+    cropped = F.pad(maps, (0, gw * p - w, 0, gh * p - h))
     return cropped.reshape(b, c, gh, p, gw, p).permute(0, 1, 2, 4, 3, 5).reshape(b, c, gh * gw, p * p)
 
 

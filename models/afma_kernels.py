@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .afma import COUNT_EPS, FactoredAttention, modify_output as plain_modify_output, patch_grid, patches
+from .afma import COUNT_EPS, FactoredAttention, modify_output as plain_modify_output, patch_grid
 
 
 def applies() -> bool:
@@ -85,6 +85,15 @@ def factored_attention(image_maps: Tensor, feature_maps: Tensor, transform: nn.M
         stride=image_maps.shape[-2] // feature_maps.shape[-2],
         spare=spare,
     )
+
+
+def patches(maps: Tensor, patch_size: int) -> Tensor:
+    """`afma.patches` through a view of the whole patches: one copy (the permutation), not two."""
+    b, c, h, w = maps.shape
+    gh, gw = patch_grid(h, w, patch_size)
+    p = patch_size
+    cropped = maps[:, :, : gh * p, : gw * p]
+    return cropped.reshape(b, c, gh, p, gw, p).permute(0, 1, 2, 4, 3, 5).reshape(b, c, gh * gw, p * p)
 
 
 def pooled_prediction_patches(logits: Tensor, stride: int, patch_size: int) -> Tensor:

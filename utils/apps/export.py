@@ -41,18 +41,18 @@ class CorrectedLogits(nn.Module):
 def size_range(model) -> tuple[int, int]:
     """(divisor, smallest): the exported height and width are multiples of `divisor`, at least `smallest`.
 
-    torch.export takes every dynamic size to be at least 2 (a size of 1 would be specialised into the graph), so
-    the smallest is two multiples of the divisor even where the eager model takes one.
+    Twice the smallest size the eager model takes: torch.export fixes a size of 1 into the graph, so every grid of
+    whole patches (image and feature map) must hold at least two patches along each axis for the graph to be general.
     """
-    divisor = model.size_divisor
-    return divisor, max(model.min_size, 2 * divisor)
+    return model.size_divisor, 2 * model.min_size
 
 
 def example_and_shapes(model, channels: int = 3) -> tuple[Tensor, dict]:
     """An example input and the dynamic shapes for torch.export.
 
-    The example has a batch of 2 and unequal height and width: torch.export specialises a size of 1 and may tie
-    equal sizes together, and an ONNX graph traced at batch 1 then refuses any other batch in onnxruntime.
+    The example has a batch of 2 and unequal height and width: torch.export fixes a size of 1 into the graph and may
+    tie equal sizes together; exported from a batch of 1 with the batch merely declared free, an ONNX model would
+    run at batch 1 alone.
     """
     divisor, smallest = size_range(model)
     blocks = smallest // divisor
@@ -105,8 +105,9 @@ def output_path(checkpoint: Path, output: Path | None, form: str) -> Path:
     return path
 
 
-def export(checkpoint: Path, output: Path | None = None, form: str = "onnx") -> Path:
-    """Write the checkpoint's model as `form` to `output` (default: beside the checkpoint), atomically."""
+def export(checkpoint: Path, output: Path | None = None, form: str = "onnx") -> tuple[Path, nn.Module]:
+    """Write the checkpoint's model as `form` to `output` (default: beside the checkpoint), atomically; return the
+    path and the model."""
     if form == "onnx":
         check_onnx_modules()
     path = output_path(checkpoint, output, form)
@@ -117,7 +118,17 @@ def export(checkpoint: Path, output: Path | None = None, form: str = "onnx") -> 
         write_atomic(path, lambda file: torch.export.save(program, file))
     else:
         write_atomic(path, export_onnx(model).model_proto.SerializeToString())
-    return path
+    return path, model
+
+
+def describe(path: Path, model) -> str:
+    """One line: what the exported file takes and gives (docs/export.md says how to prepare it)."""
+    divisor, smallest = size_range(model)
+    spec = model.spec
+    return (f"wrote {path}: input 'image' (batch, {input_channels(model)}, height, width) float32, the image scaled by "
+            f"{spec.scale} and normalised as (pixel / 255 - mean) / std with mean {list(spec.mean)} and std "
+            f"{list(spec.std)}, zero-padded to a height and width that are multiples of {divisor}, at least {smallest}; "
+            f"output 'logits' (batch, {model.classes}, height, width)")
 
 
 def parse_args(argv=None):
@@ -132,13 +143,8 @@ def parse_args(argv=None):
 def main(argv=None) -> Path:
     args = parse_args(argv)
     try:
-        path = export(args.checkpoint, args.output, args.form)
+        path, model = export(args.checkpoint, args.output, args.form)
     except AFMAError as error:
         sys.exit(f"error: {error}")
-    model, _ = load_model(args.checkpoint)
-    divisor, smallest = size_range(model)
-    mean, std = model.spec.mean, model.spec.std
-    print(f"wrote {path}: input 'image' (batch, {input_channels(model)}, height, width) float32, normalised as "
-          f"(pixel / 255 - mean) / std with mean {list(mean)} and std {list(std)}; height and width multiples of "
-          f"{divisor}, at least {smallest}; output 'logits' (batch, {model.classes}, height, width)")
+    print(describe(path, model))
     return path
