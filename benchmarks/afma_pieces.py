@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import command_line, device_name, finish_table
-from models.afma import (AFMA, class_argmax, count_row_nonzeros, factored_attention, merged_conv_pair, modify_output,
-                         pointwise_conv, support_dtype)
+from models.afma import AFMA
+from models.afma_kernels import (class_argmax, count_row_nonzeros, factored_attention, merged_conv_pair, modify_output,
+                                 pointwise_conv, support_dtype)
 
 
 def best_of(steps, repeats):

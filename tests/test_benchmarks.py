@@ -254,7 +254,7 @@ def test_paired_ratios_divide_within_each_round():
 
 
 def test_flops_count_the_int8_count_as_its_float_form():
-    from models.afma import count_row_nonzeros
+    from models.afma_kernels import count_row_nonzeros
 
     image, feature = torch.rand(1, 2, 30, 16), torch.rand(1, 2, 20, 16)
     as_ints = afma_speed.flops(lambda: count_row_nonzeros(image, feature, dtype=torch.int8))

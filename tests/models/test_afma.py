@@ -1,29 +1,35 @@
-"""models/afma.py against the literal per-class transcription of the spec, in float64 and float32."""
+"""models/afma.py (the plain path) and models/afma_kernels.py (the §4 speed-ups) against the literal per-class
+transcription of the spec, in float64 and float32."""
 import pytest
 import torch
 from torch import nn
 
+import models.afma_kernels as kernels
 from models.afma import (
     AFMA,
     FactoredAttention,
     attention_mse,
-    add_folded_product,
-    class_argmax,
-    count_row_nonzeros,
     factored_attention,
     factored_gold,
     fold_patches,
     gold_afma,
-    merged_conv_pair,
-    merged_transform_weight,
     modify_output,
     one_hot,
     patch_attention,
     patches,
+)
+from models.afma_kernels import (
+    KernelAttention,
+    add_folded_product,
+    class_argmax,
+    count_row_nonzeros,
+    merged_conv_pair,
+    merged_transform_weight,
     pointwise_conv,
     pooled_one_hot,
 )
-from models.reference import literal_gold_afma, literal_modify_output, literal_patch_attention, literal_patches
+from models.reference import (literal_afma_forward, literal_gold_afma, literal_modify_output, literal_patch_attention,
+                              literal_patches)
 
 # (batch, classes, H, W, stride, patch): whole patches, remainders on both axes, one patch, stride 1.
 SHAPES = [(2, 3, 40, 60, 2, 10), (1, 4, 47, 73, 4, 5), (2, 2, 80, 80, 8, 10), (1, 3, 16, 24, 1, 4), (2, 5, 64, 96, 4, 7)]
@@ -62,11 +68,11 @@ def test_patches_and_fold_match_unfold(b, c, h, w, s, p):
 def test_patch_attention_matches_literal(b, c, h, w, s, p, dtype):
     img, fea = random_branches(b, c, h, w, s, dtype)
     transform = make_transform(p, dtype)
-    ours = patch_attention(img, fea, transform, p)
     reference = literal_patch_attention(img, fea, transform, p)
-    assert ours.shape == reference.shape == (b, c, (h // p) * (w // p), (h // s // p) * (w // s // p))
-    assert max_error(ours, reference) < TOLERANCE[dtype] * max(1.0, reference.abs().max().item())
-    assert (ours >= 0).all()
+    for ours in (patch_attention(img, fea, transform, p), kernels.factored_attention(img, fea, transform, p).dense()):
+        assert ours.shape == reference.shape == (b, c, (h // p) * (w // p), (h // s // p) * (w // s // p))
+        assert max_error(ours, reference) < TOLERANCE[dtype] * max(1.0, reference.abs().max().item())
+        assert (ours >= 0).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -80,8 +86,10 @@ def test_modify_output_matches_literal_dense_and_factored(b, c, h, w, s, p, dtyp
     dense = factored.dense()
     reference = literal_modify_output(logits, literal_patch_attention(img, fea, transform, p), s, p)
     scale = max(1.0, reference.abs().max().item())
-    assert max_error(modify_output(logits, dense, s, p), reference) < TOLERANCE[dtype] * scale
-    assert max_error(modify_output(logits, factored, s, p), reference) < TOLERANCE[dtype] * scale
+    fast = kernels.factored_attention(img, fea, transform, p)
+    for ours in (modify_output(logits, dense, s, p), modify_output(logits, factored, s, p),
+                 kernels.modify_output(logits, dense, s, p), kernels.modify_output(logits, fast, s, p)):
+        assert max_error(ours, reference) < TOLERANCE[dtype] * scale
     # The correction did something, and left the pixels outside whole patches alone.
     changed = modify_output(logits, factored, s, p) != logits
     assert changed[..., : (h // p) * p, : (w // p) * p].any()
@@ -92,9 +100,10 @@ def test_row_nonzeros_counts_sparse_rows_exactly():
     """Hand-made factors whose supports meet in known places, including an all-zero row."""
     image = torch.tensor([[1.0, 0, 0], [0, 2, 0], [0, 0, 0], [1, 1, 1]]).view(1, 1, 4, 3)
     feature = torch.tensor([[3.0, 0, 0], [0, 0, 5], [1, 1, 0]]).view(1, 1, 3, 3)
-    attention = FactoredAttention(image, feature, grid=(2, 2), stride=1)
-    assert attention.row_nonzeros().flatten().tolist() == [2, 1, 0, 3]
-    assert torch.equal(attention.row_nonzeros().flatten(), (attention.dense() != 0).sum(-1).flatten().float())
+    for attention in (FactoredAttention(image, feature, grid=(2, 2), stride=1),
+                      KernelAttention(image, feature, grid=(2, 2), stride=1)):
+        assert attention.row_nonzeros().flatten().tolist() == [2, 1, 0, 3]
+        assert torch.equal(attention.row_nonzeros().flatten(), (attention.dense() != 0).sum(-1).flatten().float())
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -168,13 +177,11 @@ def test_merged_image_branch_equals_the_two_convolutions(size):
 
 
 def test_row_nonzeros_in_small_blocks_equals_one_block(monkeypatch):
-    import models.afma as afma
-
     img, fea = random_branches(2, 3, 40, 60, 2, torch.float64)
-    attention = factored_attention(img, fea, make_transform(10, torch.float64), 10)
+    attention = kernels.factored_attention(img, fea, make_transform(10, torch.float64), 10)
     whole = attention.row_nonzeros()
-    monkeypatch.setattr(afma, "COUNT_BLOCK_ELEMENTS", 50)  # one row per block, whichever the support type
-    monkeypatch.setattr(afma, "COUNT_BLOCK_ELEMENTS_INT8", 50)
+    monkeypatch.setattr(kernels, "COUNT_BLOCK_ELEMENTS", 50)  # one row per block, whichever the support type
+    monkeypatch.setattr(kernels, "COUNT_BLOCK_ELEMENTS_INT8", 50)
     assert torch.equal(attention.row_nonzeros(), whole)
     assert torch.equal(whole, (attention.dense() != 0).sum(-1, keepdim=True).double())
 
@@ -296,14 +303,14 @@ def test_recycled_temporaries_give_the_same_attention_and_correction_bit_for_bit
     image_maps = torch.randn(2, 3, *size).contiguous(memory_format=torch.channels_last)
     feature_maps, logits = torch.randn(2, 3, size[0] // stride, size[1] // stride), torch.randn(2, 3, *size)
     with torch.no_grad():
-        plain = factored_attention(image_maps, feature_maps, transform, 5)
-        expected = modify_output(logits, plain, stride, 5)
+        plain = kernels.factored_attention(image_maps, feature_maps, transform, 5)
+        expected = kernels.modify_output(logits, plain, stride, 5)
         maps = image_maps.clone(memory_format=torch.channels_last)
-        recycled = factored_attention(maps, feature_maps, transform, 5, recycle=True)
+        recycled = kernels.factored_attention(maps, feature_maps, transform, 5, recycle=True)
         assert recycled.image.data_ptr() == maps.data_ptr() and recycled.spare is not None
         assert torch.equal(recycled.image, plain.image) and torch.equal(recycled.feature, plain.feature)
         assert torch.equal(recycled.row_nonzeros(), plain.row_nonzeros())
-        assert torch.equal(modify_output(logits, recycled, stride, 5), expected)
+        assert torch.equal(kernels.modify_output(logits, recycled, stride, 5), expected)
 
 
 def test_recycling_one_patch_maps_copies_their_patches_before_overwriting_them():
@@ -313,9 +320,9 @@ def test_recycling_one_patch_maps_copies_their_patches_before_overwriting_them()
     transform = make_transform(5, torch.float32)
     image_maps = torch.randn(2, 3, 5, 5).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        plain = factored_attention(image_maps, image_maps, transform, 5)
+        plain = kernels.factored_attention(image_maps, image_maps, transform, 5)
         maps = image_maps.clone(memory_format=torch.channels_last)
-        recycled = factored_attention(maps, image_maps, transform, 5, recycle=True)
+        recycled = kernels.factored_attention(maps, image_maps, transform, 5, recycle=True)
     assert recycled.image.data_ptr() == maps.data_ptr()
     assert recycled.spare.untyped_storage().data_ptr() != maps.untyped_storage().data_ptr()
     assert max_error(recycled.image, plain.image) < 1e-5 and plain.image.abs().max() > 0.1
@@ -329,15 +336,29 @@ def test_row_nonzeros_of_rows_longer_than_int16():
 
 
 def test_support_dtype_is_int8_or_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch):
-    import models.afma as afma
-
     cpu = torch.device("cpu")
     for vnni, bf16, expected in [(False, False, torch.float32), (False, True, torch.bfloat16),
                                  (True, False, torch.int8), (True, True, torch.int8)]:
         monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
-        assert afma.support_dtype(cpu) == expected
-    assert afma.support_dtype(torch.device("cuda")) == torch.float16
+        assert kernels.support_dtype(cpu) == expected
+    assert kernels.support_dtype(torch.device("cuda")) == torch.float16
+
+
+def test_kernels_fall_back_to_public_apis_where_a_release_lacks_the_private_ones(monkeypatch):
+    """A PyTorch without torch._int_mm or torch.cpu's instruction-set tests: float32 supports, the same count."""
+    image, feature = torch.relu(torch.randn(2, 3, 40, 25)), torch.relu(torch.randn(2, 3, 30, 25) - 1)
+    expected = literal_row_nonzeros(image, feature)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True)
+    monkeypatch.delattr(torch, "_int_mm")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert kernels.support_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.delattr(torch.cpu, "_is_vnni_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert kernels.support_dtype(torch.device("cpu")) == torch.float32
+    assert torch.equal(count_row_nonzeros(image, feature), expected)
+    with pytest.raises(AssertionError, match="_int_mm"):
+        count_row_nonzeros(image, feature, dtype=torch.int8)
 
 
 def test_merged_transform_equals_the_two_linear_maps_values_and_gradients():
@@ -406,3 +427,52 @@ def test_training_graph_copies_no_whole_map():
     nodes = graph_nodes(module.correct(logits, attention).sum() + attention.image.sum())
     assert "ConvolutionBackward0" in nodes and "IndexPutBackward0" in nodes
     assert "CopySlices" not in nodes
+
+
+def module_outputs_and_gradients(module, x, feature, logits, target, literal):
+    """z', the dense AFMA, and the gradients of sum(z' * weights) + MSE(AFMA, gold) with respect to every parameter
+    and every input: through the module's forward and correction, or through models/reference.py (`literal`)."""
+    module.zero_grad()
+    leaves = [t.detach().clone().requires_grad_() for t in (x, feature, logits)]
+    classes, p = logits.shape[1], module.patch_size
+    onehot = nn.functional.one_hot(target, classes).permute(0, 3, 1, 2).double()
+    weights = torch.linspace(-1, 1, logits.numel(), dtype=torch.float64).view(logits.shape)
+    if literal:
+        corrected, dense, stride = literal_afma_forward(module, *leaves, p)
+        mse = nn.functional.mse_loss(dense, literal_gold_afma(onehot, stride, p))
+    else:
+        attention = module(*leaves[:2])
+        corrected, dense = module.correct(leaves[2], attention), attention.dense()
+        mse = attention_mse(attention, factored_gold(onehot, attention.stride, p))
+    ((corrected * weights).sum() + 1e3 * mse).backward()
+    return [corrected.detach(), dense.detach()] + [t.grad for t in leaves] + [q.grad.clone() for q in module.parameters()]
+
+
+@pytest.mark.parametrize("kernels_on", [True, False], ids=["kernels", "plain"])
+@pytest.mark.parametrize("size, feature_size, in_channels", [((40, 60), (10, 15), 3), ((47, 73), (11, 18), 1)])
+def test_both_paths_equal_the_reference_in_values_and_gradients(kernels_on, size, feature_size, in_channels):
+    """The whole AFMA of a model (branches, attention, correction, MSE) through each path, against the literal
+    transcription in float64: every output and every gradient within 1e-10, remainders and one input channel too."""
+    torch.manual_seed(0)
+    module = AFMA(feature_channels=6, classes=3, depth=2, patch_size=5, in_channels=in_channels).double()
+    module.use_kernels = kernels_on
+    x = torch.randn(2, in_channels, *size, dtype=torch.float64)
+    feature = torch.randn(2, 6, *feature_size, dtype=torch.float64)
+    logits, target = torch.randn(2, 3, *size, dtype=torch.float64), torch.randint(0, 3, (2, *size))
+    ours = module_outputs_and_gradients(module, x, feature, logits, target, literal=False)
+    reference = module_outputs_and_gradients(module, x, feature, logits, target, literal=True)
+    assert len(ours) == len(reference) == 5 + len(list(module.parameters()))
+    for mine, theirs in zip(ours, reference):
+        assert mine.shape == theirs.shape and theirs.abs().max() > 0
+        assert max_error(mine, theirs) < 1e-10 * max(1.0, theirs.abs().max().item())
+
+
+def test_the_kernels_run_in_eager_mode_and_the_plain_path_when_compiling_or_switched_off(monkeypatch):
+    module = AFMA(feature_channels=6, classes=3, depth=1, patch_size=5)
+    x, feature = torch.randn(1, 3, 20, 20), torch.randn(1, 6, 10, 10)
+    assert type(module(x, feature)) is KernelAttention
+    module.use_kernels = False
+    assert type(module(x, feature)) is FactoredAttention
+    module.use_kernels = True
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert type(module(x, feature)) is FactoredAttention
