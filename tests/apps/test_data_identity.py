@@ -11,7 +11,7 @@ import pytest
 import main
 from tests.conftest import FAST
 from utils.data.datasets import build_dataset
-from utils.data.fingerprint import SAMPLE, data_changes, split_record
+from utils.fingerprint import SAMPLE, data_changes, split_record
 
 
 def record(root, split="val"):

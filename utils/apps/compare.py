@@ -25,7 +25,7 @@ from models import ARCHITECTURES, build_model, variant_name
 from utils.apps.train import Resume, build_network, check_sizes, load_splits, log, train
 from utils.config import RunConfig
 from utils.data.datasets import dataset_class
-from utils.data.fingerprint import data_changes, split_record
+from utils.fingerprint import data_changes, split_record
 from utils.engine import distributed
 from utils.engine.checkpoint import Stage, run_status
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from models import ModelSpec, build_model, check_spec
-from utils.data.fingerprint import data_changes, split_record
+from utils.fingerprint import data_changes, split_record
 from utils.engine import distributed
 from utils.engine.seeding import set_rng_state
 from utils.errors import CheckpointError, WriteError
