@@ -147,14 +147,14 @@ class AFMA(nn.Module):
     forward(x, feature) -> FactoredAttention; `correct(logits, attention)` applies §2.
     """
 
-    def __init__(self, feature_channels: int, classes: int, depth: int, patch_size: int = 10):
+    def __init__(self, feature_channels: int, classes: int, depth: int, patch_size: int = 10, in_channels: int = 3):
         super().__init__()
         area = patch_size * patch_size
         self.depth = depth
         self.patch_size = patch_size
         # Two linear convolutions with nothing between them (§1.1); they run merged (§4.1).
         self.image_branch = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=7, padding=3),
+            nn.Conv2d(in_channels, 64, kernel_size=7, padding=3),
             nn.Conv2d(64, classes, kernel_size=3, padding=1),
         )
         self.feature_branch = nn.Conv2d(feature_channels, classes, kernel_size=1)

@@ -21,7 +21,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from models import WeightsUnavailable, build_model
+from models import ARCHITECTURES, WeightsUnavailable, build_model
 from utils.config import LR_GAMMA, RunConfig, input_normalisation, run_dir_name
 from utils.data.datasets import DATASETS, build_dataset
 from utils.data.loaders import close_loaders, make_loader
@@ -194,11 +194,11 @@ def check_sizes(model, splits: dict, config: RunConfig) -> None:
     """Every split's network input must suit the model: say so now, with the flag that fixes it."""
     for split, data in splits.items():
         check_size(model, split, data[0][0].shape[-2:], config)
-    # DeepLabV3's image pooling batch-normalises a 1x1 map: a training batch of one image has one value per channel.
+    # DeepLabV3(+)'s and UPerNet's image pooling batch-normalises a 1x1 map: a batch of one has one value per channel.
     if "train" not in splits:  # evaluating a checkpoint: no training batches
         return
     per_process = math.ceil(len(splits["train"]) / distributed.world_size())
-    if config.model.arch.startswith("deeplabv3") and min(config.batch_size, per_process) < 2:
+    if ARCHITECTURES[config.model.arch].batch_norm_pooling and min(config.batch_size, per_process) < 2:
         raise UsageError(f"--arch {config.model.arch} trains on batches of 2 or more images (its image pooling is "
                          f"batch-normalised): give --batch-size 2 or more")
 
