@@ -65,7 +65,7 @@ def test_inputs_with_the_same_stem_never_share_outputs(tmp_path):
     for name in ("photo.jpg", "photo.png", "other.png"):
         cv2.imwrite(str(folder / name), np.full((70, 90, 3), 128, np.uint8))
     written = predict(folder, path, str(tmp_path / "out"), "cpu")
-    assert len(written) == len(set(written)) == 9 == len(list((tmp_path / "out").iterdir()))
+    assert len(written) == len(set(written)) == 9 == len(list((tmp_path / "out").glob("*.png")))
     assert output_names([folder / "photo.jpg", folder / "photo.png", folder / "other.png"]) == \
         ["photo_jpg", "photo_png", "other"]
 
@@ -124,7 +124,7 @@ def test_a_one_pixel_image_is_one_error_and_inputs_are_streamed(tmp_path, monkey
     cv2.imwrite(str(folder / "a.png"), np.full((40, 40, 3), 90, np.uint8))
     cv2.imwrite(str(folder / "b.png"), np.full((1, 1, 3), 90, np.uint8))
     order, read = [], predicting.read_input
-    monkeypatch.setattr(predicting, "read_input", lambda file, dataset: order.append(file.name) or read(file, dataset))
+    monkeypatch.setattr(predicting, "read_input", lambda file, *how: order.append(file.name) or read(file, *how))
     monkeypatch.setattr(predicting, "write_png", lambda target, picture: order.append(target.name) or target)
     with pytest.raises(DataError, match=r"b.png: 1x1 pixels is too small to segment"):
         predict(folder, path, str(tmp_path / "out"))

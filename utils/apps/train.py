@@ -167,7 +167,12 @@ def build_network(config: RunConfig, pretrained: bool = True):
     if weights is None:
         return build_model(**config.model.to_dict()), config
     try:
-        mean, std = input_normalisation(config.dataset, config.model.encoder_name, weights)
+        mean, std = input_normalisation(config.dataset, config.model.encoder_name, weights, config.model.in_channels,
+                                        config.mean, config.std)
+        if config.model.in_channels != 3:
+            log(f"note: --in-channels {config.model.in_channels} with {weights} weights: SMP adapts the encoder's "
+                f"first convolution (1 channel: the RGB filters summed; N: the RGB filters in turn, scaled by 3/N); "
+                f"the AFMA image branch starts from random weights as always")
         fetched = config.replace(model=config.model.replace(mean=mean, std=std))
         return build_model(encoder_weights=weights, **fetched.model.to_dict()), fetched
     except WeightsUnavailable as error:
@@ -184,6 +189,7 @@ def load_splits(config: RunConfig, names) -> dict:
     for split in names:
         transform = build_transforms(dataset, split, config.model.scale)
         splits[split] = build_dataset(config.dataset, config.data_dir, split, transform)
+        splits[split].channels = config.model.in_channels
         splits[split].validate()
     if splits[names[0]].note:  # what reading the results needs, e.g. that CUB's val split is its test list
         log(splits[names[0]].note)
