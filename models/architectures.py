@@ -32,6 +32,7 @@ class Architecture:
     first_block_keeps_dilation: bool = False
     head_kernel_size: int | None = None  # the segmentation head's kernel, where the authors' differs from SMP's
     vit: bool = False  # a ViT encoder ('tu-' timm ViTs only): every feature at the one stride `output_stride`
+    input_multiple: int | None = None  # inputs must be multiples of this; None: of the encoder's output stride
     batch_norm_pooling: bool = False  # batch-normalises an image-pooled 1x1 map: training needs batches of 2+
 
 
@@ -55,12 +56,18 @@ ARCHITECTURES: dict[str, Architecture] = {
     "upernet": Architecture("upernet", batch_norm_pooling=True),
     "segformer": Architecture("segformer"),  # SMP's default encoder here is resnet34; the paper's Segformer: mit_b0..b5
     # DPT takes a timm ViT of patch 16 (e.g. tu-vit_tiny_patch16_224), at any input size a multiple of 16.
-    "dpt": Architecture("dpt", {"dynamic_img_size": True}, output_stride=16, vit=True),
+    # Its decoder also halves the stride-16 features and adds them back upsampled: inputs are multiples of 32.
+    "dpt": Architecture("dpt", {"dynamic_img_size": True}, output_stride=16, vit=True, input_multiple=32),
 }
 
 
 # A network input divisible by this suits every architecture (each model's size_divisor is its output stride).
-INPUT_MULTIPLE = math.lcm(*(architecture.output_stride for architecture in ARCHITECTURES.values()))
+INPUT_MULTIPLE = math.lcm(*(a.input_multiple or a.output_stride for a in ARCHITECTURES.values()))
+
+
+def size_divisor(arch: str, encoder: nn.Module) -> int:
+    """What every input height and width of `arch` with this encoder must be a multiple of."""
+    return ARCHITECTURES[arch].input_multiple or encoder.output_stride
 
 
 def feature_stride(arch: str, depth: int) -> int:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .afma import AFMA, FactoredAttention
-from .architectures import encode, feature_channels, feature_stride
+from .architectures import encode, feature_channels, feature_stride, size_divisor
 from .spec import ModelSpec
 
 
@@ -28,7 +28,7 @@ class SegmentationModel(nn.Module):
         self.att_depth = spec.att_depth
         self.patch_size = spec.patch_size
         encoder = net.encoder
-        self.size_divisor = encoder.output_stride
+        self.size_divisor = size_divisor(spec.arch, encoder)
         self.afma = None
         self.min_size_reason = "for its decoder"
         if spec.att_depth is not None:
