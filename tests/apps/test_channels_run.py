@@ -81,3 +81,12 @@ def test_a_config_saved_before_channels_were_settings_resumes_as_rgb():
     del saved["model"]["in_channels"]
     again = main.saved_config(saved, "config.json")
     assert again.model.in_channels == 3 and again.settings()["mean"] == "auto" and again.settings()["in_channels"] == 3
+
+
+def test_predict_refuses_a_channel_count_the_checkpoint_contradicts(tmp_path, capsys):
+    from tests.apps.test_predict import camvid_checkpoint
+
+    path = camvid_checkpoint(tmp_path, in_channels=1)
+    assert main.main(["--predict", str(tmp_path), "--checkpoint", str(path), "--in-channels", "3"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --in-channels 3 contradicts {path}, which holds a model with "
+                                              f"in_channels=1")
