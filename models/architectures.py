@@ -43,8 +43,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fpn": Architecture("fpn"),
     "linknet": Architecture("linknet"),
     "manet": Architecture("manet"),
-    # PAN's feature pyramid attention halves its stride-16 input three more times.
-    "pan": Architecture("pan", min_size=128),
+    # PAN's feature pyramid attention halves its stride-16 input three more times, and pools it to 1x1.
+    "pan": Architecture("pan", min_size=128, batch_norm_pooling=True),
     # The reference PSPNet runs all five encoder stages, dilated to output stride 8 as torchvision dilates a
     # ResNet, and upsamples by 8; SMP's default stops the encoder after stage 3.
     "pspnet": Architecture("pspnet", {"encoder_depth": 5, "output_stride": 8, "upsampling": 8}, output_stride=8,

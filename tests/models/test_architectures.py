@@ -214,3 +214,15 @@ def test_default_normalisation_follows_smps_first_convolution(channels, mean):
     default mean of channel i is that of the RGB channel whose filter it gets."""
     spec = build_model("unet", "resnet18", None, classes=3, att_depth=None, in_channels=channels).spec
     assert spec.mean == pytest.approx(mean) and len(spec.std) == channels
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_table_knows_which_architectures_cannot_train_on_one_image(arch):
+    """batch_norm_pooling (main.py refuses --batch-size 1 for it) is exactly where SMP's training step fails."""
+    model = build_model(arch, encoder(arch), None, classes=3, att_depth=None).train()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    if ARCHITECTURES[arch].batch_norm_pooling:
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+            model(x)
+    else:
+        model(x)

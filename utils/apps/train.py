@@ -200,7 +200,7 @@ def check_sizes(model, splits: dict, config: RunConfig) -> None:
     """Every split's network input must suit the model: say so now, with the flag that fixes it."""
     for split, data in splits.items():
         check_size(model, split, data[0][0].shape[-2:], config)
-    # DeepLabV3(+)'s and UPerNet's image pooling batch-normalises a 1x1 map: a batch of one has one value per channel.
+    # DeepLabV3(+)'s, UPerNet's and PAN's pooling batch-normalises a 1x1 map: a batch of one has one value per channel.
     if "train" not in splits:  # evaluating a checkpoint: no training batches
         return
     per_process = math.ceil(len(splits["train"]) / distributed.world_size())
