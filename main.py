@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from models import ARCHITECTURES
+from models import ARCHITECTURES, check_encoder_fits
 from utils.config import PRESETS, RESUMABLE, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
     check_unused, layer_settings, make_config, parse_depths, setting_defaults
 from utils.engine import distributed
@@ -276,6 +276,11 @@ def compare(args, explicit) -> int:
     archs = parse_archs(args.compare)
     depths = parse_depths(explicit.get("att_depth", ATT_DEPTH))
     base = new_run(args, {key: value for key, value in explicit.items() if key != "att_depth"})
+    if len(archs) > 1:  # all: those that take the encoder (DPT takes a ViT, the others a feature pyramid)
+        left_out = [arch for arch in archs if check_encoder_fits(arch, base.model.encoder_name)]
+        archs = [arch for arch in archs if arch not in left_out]
+        for arch in left_out:
+            distributed.log(f"note: --compare all leaves out {arch}: {check_encoder_fits(arch, base.model.encoder_name)}")
     out_dir = Path(base.output_dir or "runs/compare-{}-{}-{}-afma{}".format(
         base.dataset, args.compare, base.model.encoder_name, "".join(map(str, depths))))
 

@@ -19,8 +19,8 @@ from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError, per_chan
 
 __all__ = [
     "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "FactoredAttention", "ModelSpec", "SegmentationModel",
-    "SettingError", "WeightsUnavailable", "build_model", "check_weights", "gold_afma", "modify_output",
-    "normalisation", "patch_attention", "per_channel", "variant_name",
+    "SettingError", "WeightsUnavailable", "build_model", "check_encoder_fits", "check_weights", "gold_afma",
+    "modify_output", "normalisation", "patch_attention", "per_channel", "variant_name",
 ]
 
 ATTENTION_DEPTHS = (1, 2, 3, 4, 5)
