@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from models import ARCHITECTURES
+from models import ARCHITECTURES, check_encoder_fits
 from utils.config import PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
     check_unused, layer_settings, make_config, parse_depths, setting_defaults
 from utils.engine import distributed
@@ -34,10 +34,13 @@ HERE = Path(__file__).resolve().parent
 # --------------------------------------------------------------------------- settings: edit, or pass flags
 DATASET = "camvid"  # camvid, cityscapes, birds, skinlesion, lits, or folder: your own (docs/datasets.md)
 DATA_DIR = "dataset/camvid"  # the bundled synthetic sample; point it at the real data set
-ARCH = "unet"  # unet, unet++, fpn, linknet, manet, pan, pspnet, deeplabv3
+ARCH = "unet"  # unet, unet++, fpn, linknet, manet, pan, pspnet, deeplabv3, deeplabv3+, upernet, segformer, dpt
 ENCODER = "resnet34"  # any SMP encoder name (resnet18 ... resnet152, resnext50_32x4d, tu-<timm model>)
 ENCODER_WEIGHTS = "none"  # "imagenet" as in the paper (downloaded once); "none" = random initialisation
 ALLOW_RANDOM_INIT = False  # if the weights cannot be fetched: True trains from random init, False stops
+IN_CHANNELS = 3  # image channels: 3 RGB; 1 grey; 4 RGBA (docs/your_model.md)
+MEAN = "auto"  # input mean per channel (0..1 scale), e.g. "0.5" for 1 channel; auto: the encoder weights'
+STD = "auto"  # input standard deviation per channel, like MEAN
 ATT_DEPTH = "2"  # encoder depth AFMA attends to, 1..5; "off" gives the plain SMP baseline
 PATCH_SIZE = 10
 EPOCHS = 12
@@ -56,6 +59,8 @@ DETERMINISTIC = False
 WORKERS = "auto"  # data-loader processes; auto: 2 on the CPU, the free cores (up to 16) on CUDA
 SAVE_EVERY = 5.0  # minutes between writes of last.pt (also after the first and the last epoch); 0: every epoch
 OUTPUT_DIR = ""  # empty: a new folder under runs/ named after dataset, architecture, encoder, depth, time
+TILE = 0  # --predict: windows of this many network pixels; 0: whole images, in windows above 2048x2048
+TILE_OVERLAP = 128  # pixels neighbouring windows share (their logits are averaged there)
 
 # A new setting: its constant here, its line in utils/config.py SETTINGS (the flag and the checks follow), its field
 # in RunConfig (what config.json records), and its use.
@@ -243,7 +248,7 @@ def run(args, explicit) -> int:
                          "command continues when it runs again")
     if args.predict:
         from utils.apps.predict import predict
-        from utils.config import check_scale, resolve_device
+        from utils.config import check_scale, check_tile, resolve_device
         from utils.engine.checkpoint import checkpoint_spec, load_checkpoint
 
         if not args.checkpoint:
@@ -253,8 +258,11 @@ def run(args, explicit) -> int:
                                Path(args.checkpoint))
         if "scale" in explicit:
             check_scale(explicit["scale"])
+        tile = explicit.get("tile", DEFAULTS["tile"]), explicit.get("tile_overlap", DEFAULTS["tile_overlap"])
+        check_tile(*tile)
         written = predict(Path(args.predict), Path(args.checkpoint), explicit.get("output_dir") or None,
-                          resolve_device(explicit.get("device", DEFAULTS["device"])), explicit.get("scale"), args.overwrite)
+                          resolve_device(explicit.get("device", DEFAULTS["device"])), explicit.get("scale"), args.overwrite,
+                          *tile)
         print(f"wrote {len(written)} files to {written[0].parent}" if written else "nothing to write")
         return 0
     if args.checkpoint:
@@ -286,6 +294,11 @@ def compare(args, explicit) -> int:
     archs = parse_archs(args.compare)
     depths = parse_depths(explicit.get("att_depth", ATT_DEPTH))
     base = new_run(args, {key: value for key, value in explicit.items() if key != "att_depth"})
+    if len(archs) > 1:  # all: those that take the encoder (DPT takes a ViT, the others a feature pyramid)
+        left_out = [arch for arch in archs if check_encoder_fits(arch, base.model.encoder_name)]
+        archs = [arch for arch in archs if arch not in left_out]
+        for arch in left_out:
+            distributed.log(f"note: --compare all leaves out {arch}: {check_encoder_fits(arch, base.model.encoder_name)}")
     out_dir = Path(base.output_dir or "runs/compare-{}-{}-{}-afma{}".format(
         base.dataset, args.compare, base.model.encoder_name, "".join(map(str, depths))))
 

@@ -14,15 +14,15 @@ from contextlib import nullcontext
 import segmentation_models_pytorch as smp
 
 from .afma import AFMA, FactoredAttention, gold_afma, modify_output, patch_attention
-from .architectures import ARCHITECTURES, create_smp_model, feature_stride
+from .architectures import ARCHITECTURES, check_encoder_fits, create_smp_model, feature_channels, feature_stride
 from .hub import PretrainedError, hub_access, hub_host
 from .segmentation import SegmentationModel
-from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError, variant_name
+from .spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, SettingError, per_channel, variant_name
 
 __all__ = [
     "AFMA", "ARCHITECTURES", "ATTENTION_DEPTHS", "FactoredAttention", "ModelSpec", "PretrainedError",
-    "SegmentationModel", "SettingError", "WeightsUnavailable", "build_model", "check_weights", "gold_afma",
-    "modify_output", "normalisation", "patch_attention", "variant_name",
+    "SegmentationModel", "SettingError", "WeightsUnavailable", "build_model", "check_encoder_fits", "check_weights",
+    "gold_afma", "modify_output", "normalisation", "patch_attention", "per_channel", "variant_name",
 ]
 
 ATTENTION_DEPTHS = (1, 2, 3, 4, 5)
@@ -41,10 +41,11 @@ def build_model(
     patch_size: int = 10,
     **inputs,
 ) -> SegmentationModel:
-    """An AFMA model (or, with att_depth None, the plain SMP baseline) for one of the eight architectures.
+    """An AFMA model (or, with att_depth None, the plain SMP baseline) for one of SMP's twelve architectures.
 
     `classes` is a count or the class names (the last is unlabelled / background). `inputs` are the other
-    fields of `ModelSpec` (dataset, scale, train_size, eval_size, mean, std): kept in `model.spec`, so that a
+    fields of `ModelSpec` (in_channels, dataset, scale, train_size, eval_size, mean, std): `in_channels` (3
+    unless given) is SMP's, and the AFMA image branch takes as many; the others are kept in `model.spec`, so that a
     checkpoint can rebuild the model and prepare its inputs; with train/eval sizes given, a patch that cannot
     fit them is refused here, before any memory is allocated for it.
     Impossible settings raise `SettingError` (a ValueError) naming the option and the allowed values.
@@ -52,9 +53,9 @@ def build_model(
     names = tuple(f"class{i}" for i in range(classes)) if isinstance(classes, int) else tuple(classes)
     spec = ModelSpec(arch, encoder_name, names, att_depth, patch_size, **inputs)
     check_spec(spec)
-    net = _create(arch, encoder_name, encoder_weights, len(names))
+    net = _create(arch, encoder_name, encoder_weights, len(names), spec.in_channels)
     if att_depth is not None:
-        channels = net.encoder.out_channels
+        channels = feature_channels(net, spec.in_channels)
         usable = [d for d in ATTENTION_DEPTHS if d < len(channels) and channels[d] > 0]
         if att_depth not in usable:
             raise SettingError("att_depth", att_depth, f"{arch} with encoder {encoder_name} has "
@@ -67,6 +68,15 @@ def check_spec(spec: ModelSpec) -> None:
     """Everything about a spec that can be checked without building the network."""
     _check_choice("arch", spec.arch, ARCHITECTURES)
     _check_encoder(spec.encoder_name)
+    if (reason := check_encoder_fits(spec.arch, spec.encoder_name)) is not None:
+        raise SettingError("encoder_name", spec.encoder_name, reason)
+    if not isinstance(spec.in_channels, int) or isinstance(spec.in_channels, bool) or spec.in_channels < 1:
+        raise SettingError("in_channels", spec.in_channels, "the number of image channels, 1 or more (3: RGB)")
+    for name in ("mean", "std"):
+        if len(getattr(spec, name)) != spec.in_channels:
+            raise SettingError(name, getattr(spec, name), f"give one value per input channel ({spec.in_channels})")
+    if min(spec.std) <= 0:
+        raise SettingError("std", spec.std, "every standard deviation must be positive")
     if spec.att_depth is not None and spec.att_depth not in ATTENTION_DEPTHS:
         raise SettingError("att_depth", spec.att_depth, f"choose one of {ATTENTION_DEPTHS} or None (AFMA off)")
     if not isinstance(spec.patch_size, int) or spec.patch_size < 1:
@@ -127,14 +137,19 @@ def weights_unavailable(encoder_name: str, encoder_weights: str, error: Exceptio
     )
 
 
-def _create(arch: str, encoder_name: str, encoder_weights: str | None, classes: int):
+def _create(arch: str, encoder_name: str, encoder_weights: str | None, classes: int, in_channels: int = 3):
     with hub_access() if encoder_weights else nullcontext(False) as cache_only:
         try:
-            return create_smp_model(arch, encoder_name, encoder_weights, classes)
+            return create_smp_model(arch, encoder_name, encoder_weights, classes, in_channels)
         except (KeyError, ValueError) as error:  # SMP's word for an unknown weights tag or a bad combination
             message = error.args[0] if error.args else str(error)
             option, value = ("encoder_weights", encoder_weights) if encoder_weights else ("encoder_name", encoder_name)
             raise SettingError(option, value, f"{arch} with encoder {encoder_name}: {message}") from None
+        except TypeError as error:  # a timm CNN under DPT: its constructor refuses the ViT's keywords
+            if not ARCHITECTURES[arch].vit:
+                raise
+            raise SettingError("encoder_name", encoder_name, f"{arch} takes a timm ViT encoder, and {encoder_name} is "
+                               f"not one ({error}); e.g. tu-vit_tiny_patch16_224") from None
         except OSError as error:  # the download: offline, proxy, HTTP error, a missing file in the hub's cache
             if encoder_weights is None:
                 raise

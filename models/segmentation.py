@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .afma import AFMA, FactoredAttention
-from .architectures import feature_stride
+from .architectures import encode, feature_channels, feature_stride, size_divisor
 from .hub import guard_inner_network, load_pretrained, push_to_hub, save_pretrained
 from .spec import ModelSpec
 
@@ -30,11 +30,12 @@ class SegmentationModel(nn.Module):
         self.att_depth = spec.att_depth
         self.patch_size = spec.patch_size
         encoder = net.encoder
-        self.size_divisor = encoder.output_stride
+        self.size_divisor = size_divisor(spec.arch, encoder)
         self.afma = None
         self.min_size_reason = "for its decoder"
         if spec.att_depth is not None:
-            self.afma = AFMA(encoder.out_channels[spec.att_depth], self.classes, spec.att_depth, spec.patch_size)
+            channels = feature_channels(net, spec.in_channels)[spec.att_depth]
+            self.afma = AFMA(channels, self.classes, spec.att_depth, spec.patch_size, spec.in_channels)
             # The attention-depth feature must hold one whole patch.
             patch_min = spec.patch_size * feature_stride(spec.arch, spec.att_depth)
             if patch_min > min_size:
@@ -84,8 +85,8 @@ class SegmentationModel(nn.Module):
         height, width = x.shape[-2:]
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input_size(height, width)
-        features = self.net.encoder(x)
-        logits = self.net.segmentation_head(self.net.decoder(features))
+        features, decoder_inputs = encode(self.net, x)
+        logits = self.net.segmentation_head(self.net.decoder(*decoder_inputs))
         if self.afma is None:
             return logits, None
         attention = self.afma(x, features[self.att_depth])

@@ -22,6 +22,7 @@ class ModelSpec:
     classes: tuple[str, ...] = ()  # class names; the last is unlabelled / background and left out of mIoU
     att_depth: int | None = 2  # None: the plain SMP model
     patch_size: int = 10
+    in_channels: int = 3  # image channels (a checkpoint saved before this field was kept had 3)
     # How its inputs were prepared.
     dataset: str | None = None
     # What the data set's pipeline depends on beyond its name (utils.data.datasets.dataset_class): CamVid's frame
@@ -30,14 +31,17 @@ class ModelSpec:
     scale: float = 1.0
     train_size: tuple[int, int] | None = None  # (h, w) network input while training
     eval_size: tuple[int, int] | None = None  # (h, w) network input while evaluating
-    mean: tuple[float, ...] = IMAGENET_MEAN  # on a 0..1 pixel scale, as SMP gives them
-    std: tuple[float, ...] = IMAGENET_STD
+    mean: tuple[float, ...] | None = None  # on a 0..1 pixel scale, one per channel; None: ImageNet's per channel
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name in ("classes", "train_size", "eval_size", "mean", "std"):  # JSON gives lists: keep it hashable
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        for name, imagenet in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+            if getattr(self, name) is None and isinstance(self.in_channels, int):
+                object.__setattr__(self, name, per_channel(imagenet, self.in_channels))
 
     def __hash__(self) -> int:  # dataset_params is a dict: hash the JSON form, as equal specs have equal ones
         return hash(json.dumps(self.to_dict(), sort_keys=True))
@@ -56,6 +60,18 @@ class ModelSpec:
 
     def replace(self, **changes) -> "ModelSpec":
         return dataclasses.replace(self, **changes)
+
+
+def per_channel(values, channels: int) -> tuple[float, ...]:
+    """An RGB encoder's per-channel (mean or std) for `channels` input channels, as SMP (and timm) adapt the
+    pretrained first convolution: 1 channel sums the RGB filters (the input stands for R = G = B: the average),
+    N channels reuse the RGB filters in turn (channel i is RGB channel i % 3)."""
+    values = tuple(float(value) for value in values)
+    if channels == len(values):
+        return values
+    if channels == 1:
+        return (sum(values) / len(values),)
+    return tuple(values[i % len(values)] for i in range(channels))
 
 
 def variant_name(att_depth: int | None) -> str:

@@ -185,7 +185,7 @@ def test_a_resumed_run_refuses_other_loss_weights(tiny_camvid, tmp_path, capsys)
 @pytest.mark.parametrize("action,words", [
     (["--predict", "photo.png", "--checkpoint", "missing.pt"],
      "error: --predict takes its model from --checkpoint: leave out --dataset, --epochs, --lr, --workers (it uses "
-     "only --scale, --device, --output-dir)"),
+     "only --scale, --device, --output-dir, --tile, --tile-overlap)"),
     (["--checkpoint", "missing.pt"],
      "error: --checkpoint missing.pt evaluates the model it holds: leave out --epochs, --lr (it uses only --dataset, "
      "--data-dir, --batch-size, --ce-weight, --mse-weight, --scale, --device, --amp, --tf32, --seed, "

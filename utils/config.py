@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from models import ARCHITECTURES, ATTENTION_DEPTHS, ModelSpec, SettingError, check_spec, check_weights, normalisation, \
-    variant_name
+    per_channel, variant_name
 from utils.data.datasets import DATASET_TYPES, dataset_class
 from utils.data.transforms import network_size
 from utils.engine import distributed
@@ -91,6 +91,10 @@ SETTINGS = (
     Setting("encoder", str, "an SMP encoder name, or tu-<timm model>"),
     Setting("encoder_weights", str, '"imagenet", another SMP weights tag, or "none" (random initialisation)'),
     Setting("allow_random_init", bool, "fall back to random initialisation when the weights cannot be fetched"),
+    Setting("in_channels", int, "image channels: 3 RGB, 1 grey, 4 RGBA (PNG or TIFF); LiTS slices: any, replicated"),
+    Setting("mean", str, "the input mean per channel, on a 0..1 pixel scale, comma-separated; auto: the encoder "
+            "weights' (ImageNet's), one per channel"),
+    Setting("std", str, "the input standard deviation per channel, like --mean; auto: the encoder weights'"),
     Setting("att_depth", str, f"the encoder depth AFMA attends to, {', '.join(map(str, ATTENTION_DEPTHS))}, or off "
             "(the plain SMP baseline); with --compare, one or several, e.g. 1,2,3,4", parse=parse_depth,
             show=depth_text),
@@ -114,6 +118,10 @@ SETTINGS = (
     Setting("workers", str, "data-loader processes, or auto", resumable=True, uses=EVALUATE),
     Setting("save_every", float, "minutes between writes of last.pt (0: every epoch)", resumable=True),
     Setting("output_dir", str, "the run folder (empty: a new one under runs/)", uses=PREDICT),
+    Setting("tile", int, "--predict in overlapping windows of this many network pixels (0: the whole image, in "
+            "windows above 2048x2048)", resumable=True, uses=("predict",)),
+    Setting("tile_overlap", int, "with --tile: pixels neighbouring windows share (their logits are averaged)",
+            resumable=True, uses=("predict",)),
 )
 SETTING = {s.name: s for s in SETTINGS}
 # What a resumed run may change: where its data is and how it runs, not what it computes.
@@ -122,7 +130,7 @@ RESUMABLE = tuple(s.name for s in SETTINGS if s.resumable)
 MODEL_KEYWORDS = {"encoder_name": "encoder", "classes": "dataset"}
 FLAGS = {s.name: s.flag for s in SETTINGS} | {key: SETTING[name].flag for key, name in MODEL_KEYWORDS.items()}
 # The settings a --checkpoint's model fixes: a flag may repeat them (checked), not change them.
-CHECKPOINT_MODEL = ("arch", "encoder", "att_depth", "patch_size")
+CHECKPOINT_MODEL = ("arch", "encoder", "att_depth", "patch_size", "in_channels")
 
 
 def setting_defaults(constants: dict) -> dict:
@@ -148,6 +156,8 @@ class RunConfig:
     data_dir: str
     encoder_weights: str | None = None
     allow_random_init: bool = False
+    mean: str = "auto"  # as given (--mean); the values used are the model spec's
+    std: str = "auto"
     class_weights: tuple[float, ...] | None = None
     epochs: int = 12
     batch_size: int = 2  # per process
@@ -165,6 +175,8 @@ class RunConfig:
     workers: int = 2
     save_every: float = 5.0  # minutes between writes of last.pt (0: every epoch)
     output_dir: str = ""
+    tile: int = 0  # --predict's windows (recorded with the run's settings; training does not use them)
+    tile_overlap: int = 128
     preset: str | None = None
     sources: dict = field(default_factory=dict)  # setting -> "flag" | "run" | "checkpoint" | "preset NAME" | "default"
 
@@ -204,6 +216,7 @@ class RunConfig:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         # The settings kept in the model spec, or in another form than the flag's.
         derived = {"dataset": m.dataset, "arch": m.arch, "encoder": m.encoder_name, "patch_size": m.patch_size,
+                   "in_channels": m.in_channels,
                    "att_depth": SETTING["att_depth"].text(m.att_depth), "scale": m.scale,
                    "encoder_weights": self.encoder_weights or "none", "milestones": ",".join(map(str, self.milestones))}
         return {s.name: (fields | derived)[s.name] for s in SETTINGS}
@@ -233,7 +246,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     if s["dataset"] not in DATASET_TYPES:
         raise UsageError(f"--dataset {s['dataset']!r} is not valid: choose one of {', '.join(DATASET_TYPES)}")
     for option, value, low in (("--epochs", s["epochs"], 1), ("--batch-size", s["batch_size"], 1),
-                               ("--patch-size", s["patch_size"], 1)):
+                               ("--in-channels", s["in_channels"], 1), ("--patch-size", s["patch_size"], 1)):
         if value < low:
             raise UsageError(f"--{option[2:]} {value} is not valid: it must be at least {low}")
     if not 0 <= s["seed"] <= SEED_MAX:
@@ -247,6 +260,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
         raise UsageError("--ce-weight 0 --mse-weight 0 is not valid: the loss would be 0 and nothing would train; "
                          "give either term a weight above 0")
     check_scale(s["scale"])
+    check_tile(s["tile"], s["tile_overlap"])
     if not s["save_every"] >= 0:
         raise UsageError(f"--save-every {s['save_every']} is not valid: minutes, 0 or more (0: every epoch)")
     check_data_dir(s["data_dir"], sources.get("data_dir", "flag"), s["dataset"])
@@ -256,11 +270,12 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     device = resolve_device(s["device"])
     weights = None if str(s["encoder_weights"]).lower() in ("none", "") else s["encoder_weights"]
     depth = SETTING["att_depth"].value(s["att_depth"])
+    check_channels(dataset, s["in_channels"])
     try:
-        mean, std = input_normalisation(s["dataset"], s["encoder"], None)
+        mean, std = input_normalisation(s["dataset"], s["encoder"], None, s["in_channels"], s["mean"], s["std"])
         spec = ModelSpec(arch=s["arch"], encoder_name=s["encoder"], classes=tuple(dataset.classes), att_depth=depth,
-                         patch_size=s["patch_size"], dataset=s["dataset"], dataset_params=params or None,
-                         scale=s["scale"],
+                         patch_size=s["patch_size"], in_channels=s["in_channels"], dataset=s["dataset"],
+                         dataset_params=params or None, scale=s["scale"],
                          train_size=network_size(dataset.train_size, s["scale"]),
                          eval_size=network_size(dataset.eval_size, s["scale"]), mean=mean, std=std)
         check_spec(spec)
@@ -280,10 +295,42 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     ))
 
 
-def input_normalisation(dataset: str, encoder: str, weights: str | None) -> tuple[tuple, tuple]:
+def input_normalisation(dataset: str, encoder: str, weights: str | None, channels: int = 3, mean="auto",
+                        std="auto") -> tuple[tuple, tuple]:
     """The (mean, std) the encoder's weights expect, as the data set's images need them (LiTS: its HU values, as
-    released). None weights: random initialisation's, known here; pretrained ones read their config (the hub)."""
-    return DATASET_TYPES[dataset].normalisation(*normalisation(encoder, weights))
+    released), one per input channel (`per_channel`: as SMP adapts the RGB filters), unless --mean / --std give
+    them. None weights: random initialisation's, known here; pretrained ones read their config (the hub)."""
+    given = parse_statistic("mean", mean, channels), parse_statistic("std", std, channels)
+    if None in given:
+        rgb = DATASET_TYPES[dataset].normalisation(*normalisation(encoder, weights))
+        given = tuple(per_channel(rgb[i], channels) if value is None else value for i, value in enumerate(given))
+    return given
+
+
+def parse_statistic(name: str, value, channels: int) -> tuple[float, ...] | None:
+    """--mean / --std: one number per channel, comma-separated (std positive), or auto (None)."""
+    if str(value).strip().lower() == "auto":
+        return None
+    try:
+        numbers = tuple(float(part) for part in str(value).split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != channels or not all(0 <= n < float("inf") and (n > 0 or name == "mean") for n in numbers):
+        kind = "positive numbers" if name == "std" else "numbers, 0 or more"
+        raise UsageError(f"--{name} {value!r} is not valid: give {channels} {kind} separated by commas (one per "
+                         f"--in-channels {channels} channel, on a 0..1 pixel scale), or auto")
+    return numbers
+
+
+def check_channels(dataset, channels: int) -> None:
+    """Image files hold 1, 3 or 4 channels (OpenCV's); the shift-scale recipes (birds, skin lesions, LiTS) end in
+    colour transforms (CLAHE, hue-saturation) that take grey or RGB images only."""
+    if channels not in (1, 3, 4) and ".npy" not in dataset.image_suffixes:
+        raise UsageError(f"--in-channels {channels} is not valid with --dataset {dataset.name}: its images are read "
+                         f"with OpenCV, as grey (1), RGB (3) or RGBA (4)")
+    if channels not in (1, 3) and dataset.pad_size is None:
+        raise UsageError(f"--in-channels {channels} is not valid with --dataset {dataset.name}: its training recipe's "
+                         f"colour transforms (CLAHE, hue-saturation) take 1 or 3 channels")
 
 
 def check_frame_scale(dataset, scale: float, data_dir) -> None:
@@ -332,6 +379,13 @@ def per_process_batch(batch_size: int, source: str, preset: str | None) -> tuple
 def check_scale(scale: float) -> None:
     if not 1 / 64 <= scale <= 4:
         raise UsageError(f"--scale {scale} is not valid: it must be between 1/64 and 4; 1.0 is the paper's resolution")
+
+
+def check_tile(tile: int, overlap: int) -> None:
+    if tile < 0:
+        raise UsageError(f"--tile {tile} is not valid: a window size in network pixels, or 0 (the whole image)")
+    if overlap < 0 or (tile and overlap >= tile):
+        raise UsageError(f"--tile-overlap {overlap} is not valid: 0 or more, and less than --tile ({tile})")
 
 
 def usage_error(error: SettingError) -> UsageError:

@@ -53,7 +53,8 @@ def test_predict_an_odd_sized_image_at_its_own_size(trained, tiny_camvid, tmp_pa
     cv2.imwrite(str(odd), source[:333, :517])
     out = tmp_path / "predicted"
     assert main.main(["--predict", str(odd), "--checkpoint", str(trained / "best.pt"), "--output-dir", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["odd_labels.png", "odd_mask.png", "odd_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["odd_labels.png", "odd_mask.png", "odd_overlay.png",
+                                                     "predict.json"]
     labels = cv2.imread(str(out / "odd_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (333, 517) and labels.max() < 12
     for name in ("odd_mask.png", "odd_overlay.png"):

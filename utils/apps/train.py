@@ -21,7 +21,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from models import WeightsUnavailable, build_model
+from models import ARCHITECTURES, WeightsUnavailable, build_model
 from utils.config import LR_GAMMA, RunConfig, input_normalisation, run_dir_name
 from utils.data.datasets import dataset_class
 from utils.data.loaders import close_loaders, make_loader
@@ -178,7 +178,12 @@ def build_network(config: RunConfig, pretrained: bool = True):
     if weights is None:
         return build_model(**config.model.to_dict()), config
     try:
-        mean, std = input_normalisation(config.dataset, config.model.encoder_name, weights)
+        mean, std = input_normalisation(config.dataset, config.model.encoder_name, weights, config.model.in_channels,
+                                        config.mean, config.std)
+        if config.model.in_channels != 3:
+            log(f"note: --in-channels {config.model.in_channels} with {weights} weights: SMP adapts the encoder's "
+                f"first convolution (1 channel: the RGB filters summed; N: the RGB filters in turn, scaled by 3/N); "
+                f"the AFMA image branch starts from random weights as always")
         fetched = config.replace(model=config.model.replace(mean=mean, std=std))
         return build_model(encoder_weights=weights, **fetched.model.to_dict()), fetched
     except WeightsUnavailable as error:
@@ -196,6 +201,7 @@ def load_splits(config: RunConfig, names) -> dict:
     for split in names:
         transform = build_transforms(dataset, split, config.model.scale)
         splits[split] = dataset(config.data_dir, split, transform)
+        splits[split].channels = config.model.in_channels
         splits[split].validate()
     if splits[names[0]].note:  # what reading the results needs, e.g. that CUB's val split is its test list
         log(splits[names[0]].note)
@@ -206,11 +212,11 @@ def check_sizes(model, splits: dict, config: RunConfig) -> None:
     """Every split's network input must suit the model: say so now, with the flag that fixes it."""
     for split, data in splits.items():
         check_size(model, split, data[0][0].shape[-2:], config)
-    # DeepLabV3's image pooling batch-normalises a 1x1 map: a training batch of one image has one value per channel.
+    # DeepLabV3(+)'s, UPerNet's and PAN's pooling batch-normalises a 1x1 map: a batch of one has one value per channel.
     if "train" not in splits:  # evaluating a checkpoint: no training batches
         return
     per_process = math.ceil(len(splits["train"]) / distributed.world_size())
-    if config.model.arch.startswith("deeplabv3") and min(config.batch_size, per_process) < 2:
+    if ARCHITECTURES[config.model.arch].batch_norm_pooling and min(config.batch_size, per_process) < 2:
         raise UsageError(f"--arch {config.model.arch} trains on batches of 2 or more images (its image pooling is "
                          f"batch-normalised): give --batch-size 2 or more")
 

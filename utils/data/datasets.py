@@ -94,6 +94,38 @@ def is_palette_png(path) -> bool:
     return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[25] == 3
 
 
+def read_channels(path, channels=3):
+    """Read an image as uint8 (H, W, channels): 3 is RGB as always (a grey file replicated, an alpha channel
+    dropped); 1 a grey file; 4 RGBA (a 4-channel PNG or TIFF). OpenCV's images hold 1, 3 or 4 channels (a
+    data set of another count reads its own format, as LiTS does). 16-bit files are cut to 8 bits (value // 256)."""
+    if channels == 3:
+        return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    image = decode(path, cv2.IMREAD_UNCHANGED)
+    image = image if image.ndim == 3 else image[..., None]
+    found = image.shape[2]
+    if found != channels:
+        what = {1: "grey", 4: "RGBA"}.get(channels, f"{channels}-channel")
+        raise DataError(f"{path} has {found} channel{'s' * (found != 1)}, but {what} images of {channels} are read "
+                        f"here (--in-channels {channels}): convert it, or use a model of --in-channels {found}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise DataError(f"{path} holds {image.dtype} pixels: images are read as 8- or 16-bit integers "
+                        f"(convert it to 8-bit)")
+    if channels == 4:  # OpenCV holds BGRA
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return np.ascontiguousarray(image)
+
+
+def display_rgb(image):
+    """An image of any channel count as uint8 RGB to look at (figures, overlays): grey (and a 2-channel image's
+    first channel) replicated, channels past the third (RGBA's alpha) left out."""
+    image = image[..., None] if image.ndim == 2 else image
+    if image.shape[2] < 3:
+        return np.repeat(image[..., :1], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3])
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Base class: finds (image, label) pairs for a split, reads and maps them.
 
@@ -120,6 +152,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     frame_scale = 1.0
     sized_crop_ratio = 4 / 3  # width / height of the random-sized crops (pad_size data sets)
     image_suffixes = (".png",)  # the files read as images (--predict reads these too)
+    channels = 3  # image channels read (--in-channels; an instance's own where set): see read_channels
 
     def __init__(self, root, split, transform=None):
         if split not in SPLITS:
@@ -170,7 +203,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
         image_path, label_path = self.pairs[index]
-        image, mask = self.read_image(image_path), self.read_label(label_path)
+        image, mask = self.read_image(image_path, self.channels), self.read_label(label_path)
         check_same_size(image_path, image, label_path, mask)
         if self.transform is None:
             return image, mask
@@ -181,9 +214,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return out["image"], out["mask"]
 
     @classmethod
-    def read_image(cls, path):
-        """Read an image as uint8 RGB (H, W, 3)."""
-        return cv2.cvtColor(decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    def read_image(cls, path, channels=3):
+        """Read an image as uint8 (H, W, channels): RGB for 3 (read_channels)."""
+        return read_channels(path, channels)
 
     def read_label(self, path):
         """Read a label map as int64 class indices (H, W)."""
@@ -221,7 +254,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """
         def check(pair):
             image_path, label_path = pair
-            image = self.read_image(image_path)
+            image = self.read_image(image_path, self.channels)
             check_same_size(image_path, image, label_path, self.read_label(label_path))
             return image_path, image.shape[:2]
 
@@ -512,11 +545,12 @@ class LiTS(SegmentationDataset):
         return array
 
     @classmethod
-    def read_image(cls, path):
+    def read_image(cls, path, channels=3):
+        """The windowed slice, replicated to `channels` (3 as released; 1 is the slice alone)."""
         low, high = cls.HU_WINDOW
         hu = np.clip(cls.load_slice(path).astype(np.float32), low, high)
         gray = np.rint((hu - low) / (high - low) * 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return np.repeat(gray[..., None], channels, axis=2)
 
     def read_raw_label(self, path):
         return self.load_slice(path)

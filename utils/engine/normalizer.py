@@ -10,7 +10,7 @@ import torch
 
 
 class Normalizer:
-    """uint8 (B, 3, H, W) images -> the encoder's normalised float input on `device`.
+    """uint8 (B, C, H, W) images -> the encoder's normalised float input on `device` (a mean and std per channel).
 
     (x / 255 - mean) / std as one multiply-add per pixel, after the uint8 copy; channels_last on CUDA, the
     layout the convolutions there run fastest in.

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data.datasets import dataset_class
+from utils.data.datasets import dataset_class, display_rgb
 from utils.labels import scored_classes, void_index
 from utils.reporting import plots
 
@@ -23,7 +23,7 @@ def draw_run_figures(run_dir: Path, model, test_data, normalizer, history, resul
     model.eval()
     with torch.inference_mode():
         logits, attention = model(normalizer(images))
-    raw = [image.permute(1, 2, 0).numpy() for image, _ in samples]
+    raw = [display_rgb(image.permute(1, 2, 0).numpy()) for image, _ in samples]  # grey, RGBA: shown as RGB
     targets = [mask.numpy().astype(np.int64) for _, mask in samples]
     predictions = list(logits.argmax(1).cpu().numpy())
     written.append(plots.plot_predictions(raw, targets, predictions, classes, dataset.palette,
