@@ -87,6 +87,7 @@ class StopInjector:
     def __init__(self, start, point=None, signum=signal.SIGINT, end="late"):
         self.start, self.point, self.signum, self.end, self.pid = start, point, signum, end, os.getpid()
         self.counting, self.count, self.ends, self.calls, self.fired = False, 0, None, Counter(), None
+        self.forks = []  # per fork, logging's _releaseLock calls before it: the next one is the fork's own
 
     def __call__(self, frame, event, arg):
         if event != "call":
@@ -99,6 +100,8 @@ class StopInjector:
         self.calls[name] += 1
         if name == self.end and self.ends is None:
             self.ends = self.count
+        if name == "_before_fork":
+            self.forks.append(self.calls["_releaseLock"])
         if self.point is None:
             return
         kind, *where = self.point
@@ -169,23 +172,27 @@ def test_a_stop_at_any_instant_of_a_runs_end_says_what_is_kept_and_resume_finish
     assert resume_with(counter, run) == 0
     assert outcome(run) == expected and figures(run) == drawn
     assert counter.calls["_before_fork"] == 2 and counter.calls["write_atomic"] >= 5
-    points = [(checkpoints[0], "train_one_epoch", point) for point in [
+    writes = counter.calls["write_atomic"]  # config.json, per_image_confusion.npz, the figures, metrics.json
+    # (where, from which folder, counted from which call, the file the stop comes before: it must not be written)
+    points = [(checkpoints[0], "train_one_epoch", point, "metrics.json") for point in [
         ("function", "Tensor.backward", 1),  # the last epoch's training step
         ("function", "write_atomic", 1),  # its checkpoints
-    ]] + [(checkpoints[1], "train_in", point) for point in [
-        *[("call", counter.ends * i // 4) for i in range(1, 4)],
-        ("function", "_before_fork", 2),  # the test loader's fork: the stop lands inside an at-fork handler
-        ("function", "_releaseLock", counter.calls["_releaseLock"]),  # logging's, after that fork
-        ("worker", 2),  # the test loader's worker, before its worker_init_fn
-        ("function", "_MultiProcessingDataLoaderIter.__del__", 1),  # where Python drops exceptions too
-        *[("function", "write_atomic", k) for k in range(1, counter.calls["write_atomic"] + 1)],  # every file
-        ("function", "close_loaders", 1),
-        ("function", "cleanup", 1),
-        ("function", "late", 1),  # after the outcome is decided, as main reads whether a signal came late
+    ]] + [(checkpoints[1], "train_in", point, before) for point, before in [
+        *[(("call", counter.ends * i // 4), None) for i in range(1, 4)],
+        # The test loader's fork: inside an at-fork handler, inside logging's, in the worker before its
+        # worker_init_fn. The stop comes as the test pass starts, not after it.
+        (("function", "_before_fork", 2), "per_image_confusion.npz"),
+        (("function", "_releaseLock", counter.forks[1] + 1), "per_image_confusion.npz"),
+        (("worker", 2), "per_image_confusion.npz"),
+        (("function", "_MultiProcessingDataLoaderIter.__del__", 1), "metrics.json"),  # Python drops it there
+        *[(("function", "write_atomic", k), "metrics.json" if k < writes else None) for k in range(1, writes + 1)],
+        (("function", "close_loaders", 1), None),
+        (("function", "cleanup", 1), None),
+        (("function", "late", 1), None),  # after the outcome is decided, as main reads whether a signal came late
     ]]
     capfd.readouterr()
     finished = set()  # the folders --resume has finished, by their files: a stop that leaves the same is not resumed
-    for number, (after, start, point) in enumerate(points):
+    for number, (after, start, point, before) in enumerate(points):
         signum = (signal.SIGINT, signal.SIGTERM)[number % 2]
         run = fresh(f"stopped{number}", after)
         injector = StopInjector(start, point, signum)
@@ -197,6 +204,7 @@ def test_a_stop_at_any_instant_of_a_runs_end_says_what_is_kept_and_resume_finish
         assert "Traceback" not in err and "Exception ignored" not in err, f"{where}:\n{err[-3000:]}"
         line = err.strip().splitlines()[-1]
         assert line.startswith("interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"), f"{where}: {line}"
+        assert not before or not (run / before).exists(), f"{where}: the run went on to write {before}"
         # The line says what the folder holds, and --resume finishes what it left.
         left = tuple(sorted(path.name for path in run.iterdir() if path.name != ".lock"))
         if (run / "metrics.json").is_file():
