@@ -9,10 +9,12 @@ held and raised as the block ends, once the file is whole.
 
 Where an exception cannot go, Python prints "Exception ignored in ..." and goes on: a stop raised inside an
 at-fork handler (logging's, while a DataLoader forks its workers) or a `__del__` was lost that way, and the run
-finished with exit 0. So forks hold a stop like a write does, and a stop that is swallowed all the same is held
-and raised at the next `deferred_stops()` end (`_swallowed`); main.py's `late()` catches one that never was. A forked child (a loader worker before its worker_init_fn ran) leaves the stop
-to the process that installed the handlers. A stop is raised once: while the run stops (its message, its
-teardown) and after `settle()` (the outcome is decided), a further signal is only recorded (`late()`).
+finished with exit 0. So forks hold a stop like a write does (and a DataLoader's pass starts inside
+`deferred_stops()`: utils/data/loaders.py), and a stop that is swallowed all the same is held and raised at the
+next `deferred_stops()` end (`_swallowed`); main.py's `late()` catches one that never was. A forked child (a loader
+worker before its worker_init_fn ran) leaves the stop to the process that installed the handlers. A stop is
+raised once: while the run stops (its message, its teardown) and after `settle()` (the outcome is decided), a
+further signal is only recorded (`late()`).
 """
 from __future__ import annotations
 
