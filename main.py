@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 from models import ARCHITECTURES, check_encoder_fits
@@ -27,7 +29,7 @@ from utils.config import PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check
     check_unused, layer_settings, make_config, parse_depths, setting_defaults
 from utils.engine import distributed
 from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
-from utils.signals import stop_signals
+from utils.signals import exit_code, late, settle, stop_name, stop_signals
 
 HERE = Path(__file__).resolve().parent
 
@@ -126,6 +128,7 @@ def resumed_run(args, explicit, status=None):
         raise UsageError(f"--resume {run_dir} continues in that folder: leave out --output-dir {explicit['output_dir']}")
     if args.preset:
         raise UsageError(f"--resume {run_dir} keeps the run's own settings: leave out --preset {args.preset}")
+    claim_first(run_dir)
     status = status or run_status(run_dir)
     state = status.last
     if state:
@@ -157,6 +160,20 @@ def resumed_run(args, explicit, status=None):
     if status.stage(config.epochs) is Stage.TRAINED:
         distributed.log(f"{run_dir} finished training but not its final evaluation: evaluating the best epoch now")
     return config, Resume(run_dir, state, args.allow_changed_run)
+
+
+def claim_first(run_dir: Path) -> None:
+    """--resume of a run folder takes its claim before saying anything of it: a run still going there is refused
+    as in use, not first described from the files it is writing (rank 0 claims; train() then holds it)."""
+    from utils.apps.train import claim_problem
+    from utils.engine.checkpoint import CLAIM
+
+    run_files = [run_dir / name for name in (CLAIM, "config.json", "last.pt")]
+    if distributed.launched_rank() != 0 or not any(path.is_file() for path in run_files):
+        return  # no run's folder: the status check says what it is
+    problem = claim_problem(run_dir, "--resume")
+    if problem:
+        raise UsageError(problem)
 
 
 def restarted() -> bool:
@@ -329,34 +346,72 @@ def parse_seeds(value: str) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------- entry point
-def main(argv=None) -> int:
+STAND_DOWN_S = 60  # under torchrun, how long a silent rank that stopped waits for torchrun to end it (see main)
+
+
+def main(argv=None, process_ends: bool = False) -> int:
     """Exit status: 0 done; 2 a setting, data or checkpoint error (one line); 130 Ctrl-C; 143 SIGTERM.
     Under torchrun every rank meets the same errors and stops (they are decided by rank 0 and broadcast, or
-    computed alike): rank 0 alone says so."""
+    computed alike): rank 0 alone says so, and the others wait for torchrun to end them (`stand_down`), so that
+    the first process to exit is the one that said why. `process_ends` (python main.py): the stop handlers stay
+    after main, recording only, so that a signal while the interpreter shuts down changes nothing."""
     args, explicit = parse_args(argv)
     speaks = distributed.launched_rank() == 0
+    with stop_signals(restore=not process_ends):
+        code, message = outcome(args, explicit)
+        if message and speaks:
+            print(message, file=sys.stderr, flush=True)
+        elif message and code and launched_world_size() > 1:
+            stand_down(message)
+        return code
+
+
+def outcome(args, explicit) -> tuple[int, str | None]:
+    """Run the action: (exit status, the line that says how it ended). Every stop ends here, whenever it lands:
+    its line says what it left (a run's own, from utils.apps.train.interrupted, or one of these)."""
+    done = False
     try:
-        with stop_signals():
-            return run(args, explicit)
-    except Interrupted as stop:
-        if speaks:
-            print(stop, file=sys.stderr)
-        return stop.exit_code
-    except AFMAError as error:
-        if speaks:
-            print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if speaks:
-            print("interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        if speaks:
-            print("terminated (SIGTERM)", file=sys.stderr)
-        return 143
+        try:
+            try:
+                code, message = run(args, explicit), None
+                done = True
+            except Interrupted as stop:
+                code, message = stop.exit_code, str(stop)
+            except AFMAError as error:
+                code, message = 2, f"error: {error}"
+            finally:
+                settle()  # decided: a signal from here on is recorded (late) and changes nothing said above
+        except (KeyboardInterrupt, Terminated) as stop:  # raised outside a run's own stop handling, or above
+            settle()
+            code, message = exit_code(stop), stop_message(stop, done)
+        distributed.cleanup()  # settled: a signal now is recorded, and read just below
+        stop = late()
+        if stop and code == 0:  # the work was done when the signal came: it is said, and the status is the stop's
+            code, message = exit_code(stop), stop_message(stop, done=True)
+        return code, message
     finally:
-        distributed.cleanup()
+        distributed.cleanup()  # after a bug's exception too (a no-op the second time)
+
+
+def stop_message(stop: BaseException, done: bool) -> str:
+    if done:
+        return f"{stop_name(stop)} after the work was done: nothing is lost"
+    return f"{stop_name(stop)}: stopped; every file written before the stop is whole"
+
+
+def launched_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def stand_down(message: str) -> None:
+    """A silent rank that stopped (the same error or signal as rank 0) waits for torchrun to end it: torchrun ends
+    the whole group as soon as one rank exits, and rank 0, ended before it printed its line, would exit without a
+    word. If torchrun has not ended it after STAND_DOWN_S, rank 0 did not stop (an error of this rank alone): it
+    says its own line and exits."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun's SIGTERM ends it at once
+    time.sleep(STAND_DOWN_S)
+    print(f"rank {distributed.launched_rank()}: {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(process_ends=True))

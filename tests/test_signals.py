@@ -8,7 +8,8 @@ import torch
 from utils.engine.checkpoint import CheckpointSaver, load_checkpoint
 from utils.errors import Terminated
 from utils.files import write_atomic
-from utils.signals import deferred_stops, stop_signals
+from utils import signals
+from utils.signals import deferred_stops, late, settle, stop_signals
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +115,80 @@ def test_a_stop_while_reading_a_checkpoint_comes_after_the_read_not_as_a_corrupt
     with pytest.raises(KeyboardInterrupt), stop_signals():
         load_checkpoint(tmp_path / "last.pt")
     assert finished == [{"model": {}, "model_spec": {}, "config": {}}]
+
+
+def test_a_forked_child_leaves_the_stop_to_the_process_that_installed_the_handlers():
+    """A loader worker is forked with the handlers of its parent, and a Ctrl-C reaches the whole process group:
+    before its worker_init_fn ignores the signals, the worker must not stop with a traceback of its own."""
+    with stop_signals():
+        pid = os.fork()
+        if pid == 0:  # the child: still running after the signal is what the parent reads from its exit status
+            try:
+                signal_self(signal.SIGTERM)
+                os._exit(0)
+            except BaseException:  # noqa: BLE001
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+class SignalsWhenCollected:
+    """An object whose __del__ takes a stop signal: Python cannot raise from __del__ (nor from an at-fork handler),
+    it prints "Exception ignored in ..." and goes on."""
+
+    def __del__(self):
+        signal_self(signal.SIGINT)
+
+
+def test_a_stop_python_drops_is_held_and_raised_at_the_next_deferred_block_end(capfd):
+    reached = []
+    with pytest.raises(KeyboardInterrupt), stop_signals():
+        SignalsWhenCollected()  # collected at once: the stop is raised inside its __del__
+        reached.append("after the dropped stop")
+        with deferred_stops():
+            reached.append("in the next block")
+        reached.append("after the block")
+    assert reached == ["after the dropped stop", "in the next block"]
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_stop_is_raised_once_and_later_signals_are_recorded():
+    with stop_signals():
+        with pytest.raises(KeyboardInterrupt):
+            signal_self(signal.SIGINT)
+        signal_self(signal.SIGTERM)  # while the run stops (its message, its teardown): recorded, not raised
+        assert isinstance(late(), Terminated)
+
+
+def test_after_settle_a_signal_is_recorded_and_a_held_one_is_not_raised():
+    with stop_signals():
+        with deferred_stops():
+            signal_self(signal.SIGINT)  # held...
+            settle()  # ...when the outcome was decided: not raised as the block ends
+        signal_self(signal.SIGTERM)  # recorded, not raised
+        assert isinstance(late(), Terminated)
+
+
+def test_a_forks_at_fork_handlers_take_no_stop(capfd):
+    """A stop that arrives while os.fork runs its at-fork handlers (logging's take and release its module lock) is
+    held until a stop can go: the fork, and logging, are whole; the stop comes at the next deferred block end."""
+    import logging
+
+    reached = []
+    with pytest.raises(Terminated), stop_signals():
+        signals._before_fork()  # what os.fork runs first (registered after logging's: so run before them)
+        signal_self(signal.SIGTERM)  # inside the fork's handlers
+        logging._acquireLock()
+        logging._releaseLock()
+        signals._after_fork_in_parent()
+        pid = os.fork()  # a real fork goes through too
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        reached.append("the fork is done")
+        with deferred_stops():
+            pass
+        reached.append("after the block")
+    assert reached == ["the fork is done"]
+    assert logging._lock.acquire(blocking=False)  # not left taken
+    logging._lock.release()

@@ -10,6 +10,7 @@ import torch
 
 import main
 from tests.conftest import FAST, ROOT
+from utils.errors import Terminated
 
 pytestmark = pytest.mark.e2e  # runs of main.py: trained, stopped by signals, resumed, evaluated
 
@@ -161,3 +162,49 @@ def test_a_non_finite_validation_loss_stops_before_the_epochs_checkpoints(tiny_c
     assert run_main("--data-dir", tiny_camvid, "--epochs", 3, "--save-every", 0, "--output-dir", run) == 2
     assert "validation loss became non-finite after epoch 2" in capsys.readouterr().err
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_stop_while_the_figures_are_drawn_says_so_and_resume_draws_them(tiny_camvid, tmp_path, monkeypatch, capsys):
+    """metrics.json is the run's last file: a stop in the last seconds (the figures) leaves a run that --resume
+    tests and draws, and the stop's line says so (not a bare "interrupted")."""
+    import utils.apps.train as training
+
+    reference = tmp_path / "reference"
+    assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--output-dir", reference) == 0
+    drawn = sorted(path.name for path in reference.glob("*.png"))
+    real = training.draw_run_figures
+
+    def stopped(run_dir, *args):
+        real(run_dir, *args)
+        (run_dir / "per_class_iou.png").unlink()  # as if stopped before this one
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "draw_run_figures", stopped)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert run_main("--data-dir", tiny_camvid, "--epochs", 1, "--output-dir", run) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"interrupted after the last epoch: {run} is trained to epoch 1 of 1 (last.pt and best.pt are "
+                    f"kept) but not yet tested, nor its figures drawn; finish it with: python main.py --resume {run}")
+    assert not (run / "metrics.json").exists()
+    monkeypatch.setattr(training, "draw_run_figures", real)
+    assert main.main(["--resume", str(run), "--workers", "0"]) == 0
+    assert sorted(path.name for path in run.glob("*.png")) == drawn
+    tested = [json.loads((folder / "metrics.json").read_text())["test"] for folder in (run, reference)]
+    assert tested[0] == tested[1]
+
+
+def test_under_torchrun_the_stop_line_gives_the_torchrun_command_with_the_runs_processes(tmp_path, monkeypatch):
+    import utils.apps.train as training
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"epoch": 3, "config": {"epochs": 10}}, run / "last.pt")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    message = str(training.interrupted(run, KeyboardInterrupt()))
+    assert message.endswith(f"(epoch 3) is kept; continue with: torchrun --nproc_per_node 2 main.py --resume {run}")
+    monkeypatch.setenv("WORLD_SIZE", "8")  # two nodes of 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert "torchrun --nnodes 2 (and your rendezvous flags) --nproc_per_node 4 main.py" in str(
+        training.interrupted(run, Terminated()))

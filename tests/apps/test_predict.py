@@ -9,7 +9,7 @@ import torch
 
 from models import build_model
 from utils.apps.predict import output_names, predict, segment_image, tiled_logit_rows, window_logits, window_starts
-from utils.data.transforms import Normalizer
+from utils.engine.normalizer import Normalizer
 from utils.engine.checkpoint import load_model
 from utils.data.transforms import network_size
 from utils.engine.checkpoint import save

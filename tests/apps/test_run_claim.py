@@ -1,6 +1,7 @@
 """A run folder belongs to one run from its creation: a second run there is refused, naming the owner; a dead
 run's claim does not block --resume."""
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,31 @@ def test_an_existing_read_only_output_dir_is_one_line(tiny_camvid, tmp_path, mon
     message = capsys.readouterr().err
     assert message.startswith(f"error: --output-dir {run.resolve()} cannot be written") and message.count("\n") == 1
     assert list(run.iterdir()) == []
+
+
+def test_resume_of_a_run_still_going_is_refused_before_anything_is_said_of_it(tiny_camvid, tmp_path, capsys):
+    """A run that has written only its config.json (in its first epoch) would be described as "stopped before its
+    first checkpoint: starting it again": the claim is checked first, and the refusal is all that is said."""
+    run = tmp_path / "run"
+    run.mkdir()
+    args, explicit = main.parse_args([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)])
+    (run / "config.json").write_text(json.dumps(main.new_run(args, explicit).to_dict()))
+    holder = hold_claim(run)
+    try:
+        assert main.main(["--resume", str(run)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and "is in use by another run (PID 4242 on otherhost)" in err
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
+def test_runs_started_in_the_same_second_without_output_dir_get_a_folder_each(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(training, "run_dir_name", lambda config: "runs/camvid-unet-resnet18-afma2-20260101-120000")
+    args, explicit = main.parse_args([*FAST, "--epochs", "1"])
+    config = main.new_run(args, explicit)
+    first, second = training.prepare_run_dir(config), training.prepare_run_dir(config)
+    assert (first.name, second.name) == ("camvid-unet-resnet18-afma2-20260101-120000",
+                                         "camvid-unet-resnet18-afma2-20260101-120000-2")
+    assert first.is_dir() and second.is_dir()

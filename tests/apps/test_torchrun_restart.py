@@ -32,9 +32,9 @@ sys.exit(main.main(sys.argv[1:]))
 """
 
 
-def torchrun(script, *argv):
+def torchrun(script, *argv, restarts=1):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "--max-restarts", "1", str(script), *FAST, *map(str, argv)]
+               "--max-restarts", str(restarts), str(script), *FAST, *map(str, argv)]
     return subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=300)
 
@@ -57,3 +57,15 @@ def test_a_restarted_group_continues_the_run_and_ends_as_the_uninterrupted_one(t
     assert result.stdout.count("best epoch ") == 1  # one final evaluation: one metrics.json, written once
     assert "not an empty folder" not in result.stderr and "connectFullMesh" not in result.stderr
     assert outcome(killed) == outcome(reference)
+
+
+@pytest.mark.e2e
+def test_a_usage_error_under_torchrun_is_rank_0s_one_line_and_exit_2(tiny_camvid):
+    """Every rank meets the error; rank 0 alone says it, and the others wait for torchrun to end them, so that rank 0
+    is the first to exit, with its line printed and its exit status 2. torchrun then reports the group's failure in
+    its own words (ChildFailedError, exit 1), naming rank 0 and exit code 2 as the root cause."""
+    result = torchrun(ROOT / "main.py", "--data-dir", tiny_camvid, "--epochs", 1, "--lr", -1, restarts=0)
+    assert result.stderr.count("error: --lr -1.0 is not valid") == 1, result.stderr[-3000:]
+    cause = result.stderr.split("Root Cause")[-1]
+    assert "rank      : 0 (local_rank: 0)" in cause and "exitcode  : 2" in cause, result.stderr[-3000:]
+    assert result.returncode != 0

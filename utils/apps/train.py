@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -28,8 +29,8 @@ from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import build_transforms
 from utils.engine import distributed
 from utils.engine.distributed import log
-from utils.engine.checkpoint import CLAIM, CheckpointSaver, Progress, kept_epoch, load_checkpoint, load_model_state, \
-    restore_training, run_changes, stopped_before_first_checkpoint, trained_on, training_state
+from utils.engine.checkpoint import CLAIM, CheckpointSaver, Progress, kept_progress, load_checkpoint, \
+    load_model_state, restore_training, run_changes, stopped_before_first_checkpoint, trained_on, training_state
 from utils.engine.device import setup_device
 from utils.engine.evaluate import evaluate, write_per_image
 from utils.engine.seeding import rng_state
@@ -40,6 +41,7 @@ from utils.files import remove_partial_writes, write_csv, write_json
 from utils.reporting import plots
 from utils.reporting.run_figures import draw_run_figures
 from utils.reporting.tables import format_table
+from utils.signals import exit_code, stop_name
 
 FIGURE_IMAGES = 3  # test images shown in predictions.png
 CURVES_EVERY_S = 30  # curves.png is redrawn after an epoch when this long has passed since the last drawing
@@ -68,7 +70,14 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
         if problem:
             raise UsageError(problem)
     config = config.replace(output_dir=str(run_dir))
+    try:  # from here a stop, wherever it lands, is said from what the folder holds
+        return train_in(run_dir, config, device, model, splits, record, state)
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise interrupted(run_dir, stop, config.epochs) from None
 
+
+def train_in(run_dir: Path, config: RunConfig, device, model, splits: dict, record: dict, state: dict | None) -> dict:
+    """train() once its folder is claimed: every epoch, the final evaluation, the figures, then metrics.json."""
     engine = prepare_run(model, device, config)
     optimizer, scheduler = optimisation(model, config)
     scaler = engine.scaler  # restored from last.pt and saved with every checkpoint
@@ -91,7 +100,7 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
     board = tensorboard_writer(run_dir)
     last_drawing = 0.0
 
-    try:
+    try:  # a stop anywhere in here goes up to train(), which says what the folder holds
         for epoch in range(start_epoch, config.epochs + 1):
             started = time.perf_counter()
             loaders["train"].sampler.set_epoch(epoch)
@@ -135,21 +144,20 @@ def train(config: RunConfig, resume: Resume | None = None) -> dict:
             log(f"{split}: mIoU {results[split]['miou']:.4f}, loss {results[split]['loss']:.4f} (epoch "
                 f"{best['epoch']}'s weights, {time.perf_counter() - started:.0f} s)")
         per_image = {split: result.pop("per_image_confusion") for split, result in results.items()}
-    except (KeyboardInterrupt, Terminated) as stop:
-        raise interrupted(run_dir, stop) from None
+        if distributed.is_main():
+            summary = {"epochs": config.epochs, "best_epoch": best["epoch"], "scale": config.model.scale}
+            write_per_image(run_dir, per_image)
+            log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config.classes))
+            draw_run_figures(run_dir, model, splits["test"], engine.normalizer, history, results, config, FIGURE_IMAGES)
+            # Last: metrics.json marks the run finished. A stop before it leaves a run that --resume tests (again)
+            # and draws; after it, nothing is missing.
+            write_json(run_dir / "metrics.json", {**results, "run": summary, "earlier": earlier})
     except NonFiniteLoss as error:
         raise NonFiniteLoss(f"{error}; {kept_checkpoints(run_dir)}") from None
     finally:
         close_loaders(loaders.values())
         if board:
             board.close()
-
-    if distributed.is_main():
-        summary = {"epochs": config.epochs, "best_epoch": best["epoch"], "scale": config.model.scale}
-        write_per_image(run_dir, per_image)  # before metrics.json, which marks the run finished
-        write_json(run_dir / "metrics.json", {**results, "run": summary, "earlier": earlier})
-        log(f"\nbest epoch {best['epoch']} ({run_dir}):\n" + format_table(results, config.classes))
-        draw_run_figures(run_dir, model, splits["test"], engine.normalizer, history, results, config, FIGURE_IMAGES)
     return results
 
 
@@ -232,9 +240,11 @@ def check_size(model, split: str, size, config: RunConfig) -> None:
 def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
     """The run's folder: --output-dir, or a new one under runs/. An existing run is never overwritten; a run
     stopped before its first checkpoint (config.json alone) is started again."""
-    run_dir = Path(distributed.broadcast_object(config.output_dir or run_dir_name(config)))
-    problem = None
-    if distributed.is_main():
+    run_dir, problem = Path(config.output_dir or "."), None
+    if distributed.is_main() and not config.output_dir:
+        run_dir, problem = automatic_run_dir(config)
+    run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's folder
+    if distributed.is_main() and not problem:
         if run_dir.exists() and not run_dir.is_dir():
             problem = f"--output-dir {run_dir} is a file, not a folder: choose a new one"
         else:
@@ -255,6 +265,22 @@ def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
     if problem:
         raise UsageError(problem)
     return run_dir
+
+
+def automatic_run_dir(config: RunConfig) -> tuple[Path, str | None]:
+    """A new folder under runs/ (without --output-dir): NAME (dataset, model, time to the second), else NAME-2,
+    NAME-3, ...; made here with an exclusive mkdir, so that runs started in the same second get a folder each."""
+    base = Path(run_dir_name(config))
+    for number in itertools.count(1):
+        run_dir = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir, None
+        except FileExistsError:
+            continue
+        except OSError as error:
+            return run_dir, (f"{run_dir} cannot be created ({error.strerror}): give --output-dir a folder you can "
+                             f"write")
 
 
 # RUN/.lock (CLAIM): flock-ed by the run's rank 0 for the run's life; holds "PID host" of its owner.
@@ -316,22 +342,44 @@ def check_same_run(resume: Resume, record: dict) -> None:
 
 def kept_checkpoints(run_dir: Path) -> str:
     """What a run that stopped on a non-finite loss keeps, read from its folder."""
-    epoch = kept_epoch(run_dir)
-    if epoch is None:
+    kept = kept_progress(run_dir)
+    if kept is None:
         return "no checkpoint was written (there was no good epoch): start it again with a lower --lr"
-    return f"the checkpoints of epoch {epoch} and before are kept (last.pt: epoch {epoch})"
+    return f"the checkpoints of epoch {kept[0]} and before are kept (last.pt: epoch {kept[0]})"
 
 
-def interrupted(run_dir: Path, stop: BaseException) -> Interrupted:
-    """What a Ctrl-C or SIGTERM leaves, read from the folder (every rank says the same), and how to go on."""
-    code = 143 if isinstance(stop, Terminated) else 130
-    name = "terminated (SIGTERM)" if code == 143 else "interrupted"
-    epoch = kept_epoch(run_dir)
-    if epoch is not None:
-        return Interrupted(f"{name}: {run_dir / 'last.pt'} (epoch {epoch}) is kept; continue with: python main.py "
-                           f"--resume {run_dir}", code)
-    return Interrupted(f"{name} before the first checkpoint: run the same command again, or python main.py --resume "
-                       f"{run_dir}, to start it over", code)
+def interrupted(run_dir: Path, stop: BaseException, epochs: int | None = None) -> Interrupted:
+    """What a Ctrl-C or SIGTERM leaves, read from the folder (every rank says the same), and how to go on.
+    `epochs`: the run's length (default: last.pt's; a run being trained on to more epochs has not written it yet)."""
+    name = stop_name(stop)
+    kept, command = kept_progress(run_dir), resume_command(run_dir)
+    if kept is None:
+        if not (run_dir / "config.json").is_file():
+            message = f"{name} before {run_dir} held anything of the run: run the same command again"
+        else:
+            message = (f"{name} before the first checkpoint: run the same command again, or {command}, to start it "
+                       f"over")
+        return Interrupted(message, exit_code(stop))
+    epoch, epochs = kept[0], epochs or kept[1]
+    if epoch < epochs:
+        message = f"{name}: {run_dir / 'last.pt'} (epoch {epoch}) is kept; continue with: {command}"
+    elif not (run_dir / "metrics.json").is_file():
+        message = (f"{name} after the last epoch: {run_dir} is trained to epoch {epoch} of {epochs} (last.pt and "
+                   f"best.pt are kept) but not yet tested, nor its figures drawn; finish it with: {command}")
+    else:
+        message = f"{name} after {run_dir} was finished (metrics.json is written, figures drawn): nothing is lost"
+    return Interrupted(message, exit_code(stop))
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues `run_dir`: with as many processes as it has now (a resume with another number
+    is refused), torchrun's form under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return f"python main.py --resume {run_dir}"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    nodes = f"--nnodes {world // per_node} (and your rendezvous flags) " if world > per_node else ""
+    return f"torchrun {nodes}--nproc_per_node {per_node} main.py --resume {run_dir}"
 
 
 def wrap(model, device, compile_model: bool):

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from utils.engine import distributed
+from utils.signals import deferred_stops
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -66,13 +67,23 @@ def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, dev
         sampler = EpochSampler(indices, seed)
     else:
         sampler = distributed.ShardSampler(len(data)) if distributed.is_distributed() else SequentialSampler(data)
-    return DataLoader(
+    return StopSafeLoader(
         data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=ignore_stop_signals,
         # A last training batch of one image breaks batch norm over 1x1 maps (DeepLabV3's image pooling).
         drop_last=train and len(sampler) > batch_size,
     )
+
+
+class StopSafeLoader(DataLoader):
+    """A DataLoader whose every pass starts with Ctrl-C and SIGTERM held (utils/signals.py): forking its workers
+    runs at-fork handlers (logging's), where Python drops a stop's exception and may leave logging's lock taken; a
+    stop that came meanwhile is raised once the workers are started, as the pass begins."""
+
+    def __iter__(self):
+        with deferred_stops():
+            return super().__iter__()
 
 
 def ignore_stop_signals(worker_id: int) -> None:

@@ -245,12 +245,15 @@ def stopped_before_first_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "config.json").is_file() and not (run_dir / "last.pt").exists()
 
 
-def kept_epoch(run_dir: Path) -> int | None:
-    """The epoch in run_dir/last.pt, None without one; memory-mapped, so it reads little of a large file."""
+def kept_progress(run_dir: Path) -> tuple[int, int] | None:
+    """(the epoch in run_dir/last.pt, the run's epochs there), None without one; memory-mapped, so it reads little
+    of a large file. Read while a run stops: a signal then is not raised (utils/signals.py), so it cannot cut the
+    read and make an existing last.pt look unreadable."""
     path = Path(run_dir) / "last.pt"
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return state["epoch"], state["config"]["epochs"]
     except Exception:  # noqa: BLE001 - a message's detail; the file is checked again when it is resumed
         return None
