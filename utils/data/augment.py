@@ -78,7 +78,7 @@ def positions(fx, fy, interpolation):
         xy[..., 0], xy[..., 1] = fx, fy
         return xy, None
     xy[..., 0], xy[..., 1] = fx >> 5, fy >> 5
-    return xy, ((fy & (TAB - 1)) * TAB + (fx & (TAB - 1))).astype(np.uint16)
+    return xy, ((fy & (TAB - 1)) * TAB).astype(np.uint16) + (fx & (TAB - 1)).astype(np.uint16)
 
 
 def affine_maps(matrix, size, interpolation):
@@ -324,7 +324,8 @@ class GaussNoise(Transform):
         return {"gauss": rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)}  # float32: half the work
 
     def image(self, image, gauss):
-        return np.clip(image.astype(np.float32) + gauss, 0, 255).astype(np.uint8)
+        noisy = np.add(image, gauss, dtype=np.result_type(np.float32, gauss.dtype))
+        return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
 
 
 class AdditiveGaussianNoise(Transform):
