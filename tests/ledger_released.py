@@ -33,7 +33,7 @@ def padded(name, f, pad, crop, heights, eval_pad, eval_crop, lines):
     }
 
 
-def shift_scale(name, f, size, lines, noise, persp):
+def shift_scale(name, f, size, lines, noise, persp, first="the foreground"):
     """Birds, skin lesions, LiTS: flip, shift-scale, pad + crop, noise, warp, then three one-of groups."""
     flip, ssr, pad, crop, noise_line, persp_line, eval_pad, eval_crop = lines
     return {
@@ -50,7 +50,7 @@ def shift_scale(name, f, size, lines, noise, persp):
         f"{name}.pad_size": NONE,
         f"{name}.eval_pad": NONE,
         f"{name}.pre_resize": NONE,
-        f"{name}.border_label": ("all-zero one-hot, which the loss trains as class 0 (the foreground)", f, ssr),
+        f"{name}.border_label": (f"all-zero one-hot, which the loss trains as class 0 ({first})", f, ssr),
     }
 
 
@@ -92,7 +92,7 @@ SKIN = shifted({
 LITS = {
     **shift_scale("LiTS", "data/LiTS.py", 512, (85, 86, 88, 89, 91, 92, 127, 128),
                   "GaussNoise(p=0.2) on float HU: the result clipped to [0, 1]",
-                  "Perspective(p=0.5): 1.0's scale 0.05..0.1, masks nearest with border 0"),
+                  "Perspective(p=0.5): 1.0's scale 0.05..0.1, masks nearest with border 0", "background"),
     "train 7": ("OneOf([RandomBrightnessContrast(p=1), RandomGamma(p=1)], p=0.9) on float HU: clipped to [0, 1], "
                 "gamma NaN below 0", "data/LiTS.py", 94),
     "train 8": ("OneOf([Sharpen(p=1), Blur(blur_limit=3, p=1), MotionBlur(blur_limit=3, p=1)], p=0.9)",

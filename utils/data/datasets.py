@@ -102,8 +102,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     frame_size = None  # (h, w) every frame must have, or None for any size
     image_suffixes = (".png",)  # the files read as images (--predict reads these too)
     # The mask value of a pixel the frame does not hold (padding, shift and warp borders): IGNORE_LABEL, never
-    # scored or trained on. RELEASED_BORDER_LABEL (0) is the released code's reading: its all-zero one-hot
-    # there, which its loss trained as class 0 (CamVid's sky, Cityscapes' road, the bird, lesion or liver).
+    # scored or trained on. RELEASED_BORDER_LABEL is the released code's reading: its all-zero one-hot there,
+    # which its loss trained as its first class (CamVid's sky, Cityscapes' road, the bird, the lesion; LiTS's
+    # background), here that class's index.
     border_label = IGNORE_LABEL
     RELEASED_BORDER_LABEL = 0
 
@@ -464,6 +465,7 @@ class LiTS(SegmentationDataset):
     image_suffixes = (".npy",)
     HU_WINDOW = (-250.0, 250.0)
     STORED_TO_CLASS = np.array([2, 0, 1])  # stored 0/1/2 -> background/liver/tumour indices
+    RELEASED_BORDER_LABEL = 2  # the released class 0 was background (data/LiTS.py CLASSES), here the last
 
     @classmethod
     def train_steps(cls):
