@@ -156,3 +156,10 @@ def test_network_sizes_scale_to_multiples_of_32_and_stay_exact_at_scale_1():
 def test_unknown_split_is_rejected():
     with pytest.raises(ValueError, match="'Train'"):
         build_transforms(CamVid, "Train")
+
+
+def test_predict_pipeline_takes_an_image_alone():
+    """--predict has no mask: the pipeline resizes the image as the data set's evaluation does."""
+    image, _ = frame(300, 451)
+    out = build_transforms(SkinLesion, "predict")(image=image)["image"]
+    assert out.shape == (3, 192, 256) and out.dtype == torch.uint8

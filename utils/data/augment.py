@@ -524,7 +524,8 @@ class Rescale(Resize):
 
 
 class Compose:
-    """A pipeline: `pipeline(image=..., mask=...)` -> {"image": uint8 (3, H, W) tensor, "mask": uint8 (H, W)}.
+    """A pipeline: `pipeline(image=..., mask=...)` -> {"image": uint8 (3, H, W) tensor, "mask": uint8 (H, W)}
+    (the mask may be left out).
 
     Its parameters come from one numpy Generator; `set_random_seed(seed)` restarts it, so a sample's
     augmentation is a function of its seed alone (utils/data/datasets.py).
@@ -537,7 +538,9 @@ class Compose:
     def set_random_seed(self, seed):
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, image, mask):
+    def __call__(self, image, mask=None):
+        if mask is None:  # an image alone (--predict): a blank mask rides along
+            mask = np.zeros(image.shape[:2], np.uint8)
         for t in self.transforms:
             image, mask = t(self.rng, image, mask)
         return {"image": torch.from_numpy(image.transpose(2, 0, 1)), "mask": torch.from_numpy(mask)}
