@@ -173,3 +173,12 @@ def test_a_wrong_law_fails_the_comparison():
         same_law(wrong, law("GaussNoise/mean_square"), "std-uniform noise")
     with pytest.raises(AssertionError):
         same_law(np.full(2000, 1 / 3), law("MotionBlur/centre"), "centred line")
+
+
+def test_positions_far_outside_the_frame_stay_outside():
+    """A source position beyond int16 saturates (as OpenCV 4's saturate_cast) rather than wrapping back into
+    the frame: the pixel is border."""
+    far = np.array([[(2 ** 16 + 3) * 32, 5 * 32]], np.int64)  # int16 would wrap it to column 3
+    image = np.full((8, 8, 3), 200, np.uint8)
+    out = aug.remap(image, aug.positions(far[:, :1], far[:, 1:], aug.cv2.INTER_LINEAR), aug.cv2.INTER_LINEAR, 7)
+    assert out.shape == (1, 1, 3) and (out == 7).all()

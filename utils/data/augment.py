@@ -74,10 +74,11 @@ def remap(array, maps, interpolation, fill):
 def positions(fx, fy, interpolation):
     """Integer source positions (in 1/32 pixel for bilinear) -> cv2.remap's (int16 xy, uint16 table index)."""
     xy = np.empty((*np.broadcast_shapes(fx.shape, fy.shape), 2), np.int16)
+    short = lambda v: np.clip(v, -2 ** 15, 2 ** 15 - 1)  # 4.x's saturate_cast<short>, where int16 would wrap
     if interpolation == cv2.INTER_NEAREST:
-        xy[..., 0], xy[..., 1] = fx, fy
+        xy[..., 0], xy[..., 1] = short(fx), short(fy)
         return xy, None
-    xy[..., 0], xy[..., 1] = fx >> 5, fy >> 5
+    xy[..., 0], xy[..., 1] = short(fx >> 5), short(fy >> 5)
     return xy, ((fy & (TAB - 1)) * TAB).astype(np.uint16) + (fx & (TAB - 1)).astype(np.uint16)
 
 
