@@ -122,8 +122,8 @@ def test_geometric_laws_are_1_0_s():
     same_law([d["crop_size"][0] for d in sized], law("RandomSizedCrop/crop_height"), "crop height")
     same_law([d["starts"][0] for d in sized], law("RandomSizedCrop/h_start"), "h_start")
     persp = draws(aug.Perspective(p=1, fill_mask=0), IMAGE)
-    same_law([d["out_size"][1] for d in persp], law("Perspective/max_width"), "perspective width")
-    same_law([d["out_size"][0] for d in persp], law("Perspective/max_height"), "perspective height")
+    same_law([d["source"][0].shape[1] for d in persp], law("Perspective/max_width"), "perspective width")
+    same_law([d["source"][0].shape[0] for d in persp], law("Perspective/max_height"), "perspective height")
 
 
 def test_noise_laws_are_1_0_s_variance_and_imgaug_s_standard_deviation():

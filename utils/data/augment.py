@@ -97,22 +97,24 @@ def affine_maps(matrix, size, interpolation):
     return positions(fx >> shift, fy >> shift, interpolation)
 
 
-def perspective_maps(matrix, size, interpolation):
-    """4.x's warpPerspective positions of an (h, w) output: the inverse homography's x / w, y / w, times 32 for
-    bilinear, rounded to integers."""
+def perspective_source(matrix, size):
+    """The source (x, y) of each pixel of an (h, w) output under 4.x's warpPerspective: the inverse homography's
+    x / w and y / w in float64 (0 where w is 0). 4.x scaled them by 32 for bilinear before rounding; scaling by a
+    power of two is exact, so one computation serves the image and the mask."""
     m = cv2.invert(matrix)[1]
     x, y = np.arange(size[1], dtype=np.float64)[None], np.arange(size[0], dtype=np.float64)[:, None]
     den = (m[2, 1] * y + m[2, 2]) + m[2, 0] * x
     with np.errstate(divide="ignore"):
-        inv = (TAB if interpolation != cv2.INTER_NEAREST else 1) / den
+        inv = 1 / den
     inv[den == 0] = 0
+    return tuple(((b * y + c) + a * x) * inv for a, b, c in m[:2])
 
-    def rounded(a, b, c):
-        v = (b * y + c) + a * x
-        v *= inv
-        return np.rint(np.clip(v, -2 ** 31, 2 ** 31 - 1, out=v), out=v).astype(np.int32)
 
-    return positions(rounded(*m[0]), rounded(*m[1]), interpolation)
+def perspective_maps(source, interpolation):
+    """cv2.remap's maps from `perspective_source`: rounded to 1/32 pixel for bilinear, to pixels for nearest."""
+    scale = TAB if interpolation != cv2.INTER_NEAREST else 1
+    rounded = lambda v: np.rint(np.clip(v * scale, -2 ** 31, 2 ** 31 - 1)).astype(np.int32)
+    return positions(*(rounded(v) for v in source), interpolation)
 
 
 # Geometry: image and mask together.
@@ -281,19 +283,19 @@ class Perspective(Transform):
         points[3, 1] = 1.0 - points[3, 1]
         return rectangle(order_points(points * (w, h)))
 
-    def image(self, image, matrix, out_size):
-        warped = remap(image, perspective_maps(matrix, out_size, cv2.INTER_LINEAR), cv2.INTER_LINEAR, 0)
+    def image(self, image, source):
+        warped = remap(image, perspective_maps(source, cv2.INTER_LINEAR), cv2.INTER_LINEAR, 0)
         return resize(warped, image.shape[:2], cv2.INTER_LINEAR)
 
-    def mask(self, mask, matrix, out_size):
-        warped = remap(mask, perspective_maps(matrix, out_size, cv2.INTER_NEAREST), cv2.INTER_NEAREST,
-                       self.fill_mask)
+    def mask(self, mask, source):
+        warped = remap(mask, perspective_maps(source, cv2.INTER_NEAREST), cv2.INTER_NEAREST, self.fill_mask)
         return resize(warped, mask.shape[:2], cv2.INTER_NEAREST)
 
 
 def rectangle(points):
     """1.0's target rectangle of ordered corners (tl, tr, br, bl): widest and tallest sides, each widened to at
-    least 2 pixels, and the cv2.getPerspectiveTransform onto it. `points` is moved in place, as in 1.0."""
+    least 2 pixels, and the cv2.getPerspectiveTransform onto it, as the source of each output pixel. `points` is
+    moved in place, as in 1.0."""
     tl, tr, br, bl = range(4)
     max_width, min_width = side(points, tr, tl, br, bl)
     while min_width < 2:
@@ -306,7 +308,7 @@ def rectangle(points):
         points[[bl, br], 1] += (2 - min_height) / 2
         max_height, min_height = side(points, tr, br, tl, bl)
     dst = np.array([[0, 0], [max_width, 0], [max_width, max_height], [0, max_height]], dtype=np.float32)
-    return {"matrix": cv2.getPerspectiveTransform(points, dst), "out_size": (max_height, max_width)}
+    return {"source": perspective_source(cv2.getPerspectiveTransform(points, dst), (max_height, max_width))}
 
 
 # Photometric: the image alone.
