@@ -1,13 +1,14 @@
 """Record what albumentations 1.0.0 (and imgaug 0.4.0 behind its IAA* names) computes, for the suite to compare
 utils/data/augment.py against (tests/data/test_augment.py).
 
-Run once, in an environment of its own (albumentations 1.0.0 is not a project dependency):
+Run once, in an environment of its own (albumentations 1.0.0 is not a project dependency), from the repository
+root; the recorded fixture was made with exactly these releases (Python 3.11):
 
     python -m venv /tmp/venv-alb10
-    /tmp/venv-alb10/bin/pip install albumentations==1.0.0 numpy==1.26.4 imgaug==0.4.0 six --no-deps \
-        opencv-python-headless==4.11.0.86 scipy==1.17.1 scikit-image==0.26.0 PyYAML imageio shapely \
-        networkx pillow tifffile lazy-loader packaging
-    /tmp/venv-alb10/bin/python tools/record_albumentations_1_0.py    # from the repository root
+    /tmp/venv-alb10/bin/pip install albumentations==1.0.0 numpy==1.26.4 opencv-python-headless==4.11.0.86 \
+        scipy==1.17.1 scikit-image==0.26.0 shapely==2.2.0 six==1.17.0 imageio==2.38.2
+    /tmp/venv-alb10/bin/pip install imgaug==0.4.0 --no-deps   # its opencv-python and matplotlib are not needed
+    /tmp/venv-alb10/bin/python tools/record_albumentations_1_0.py
 
 It writes tests/data/albumentations_1_0.npz: per case `<case>/in_image`, `<case>/in_mask`, the fixed
 parameters `<case>/<name>` (as the project's transform takes them) and 1.0's `<case>/out_image`,
