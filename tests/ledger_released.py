@@ -64,7 +64,8 @@ PHOTOGRAPHS = [
 
 BIRDS = {
     **shift_scale("Birds", "data/Birds.py", 320, (71, 73, 75, 76, 78, 79, 113, 114), IAA_NOISE, IAA_PERSP),
-    **{f"train {7 + k}": (text, "data/Birds.py", line) for k, (text, line) in enumerate(zip(PHOTOGRAPHS, (81, 90, 99)))},
+    **{f"train {7 + k}": (text, "data/Birds.py", line)
+       for k, (text, line) in enumerate(zip(PHOTOGRAPHS, (81, 90, 99)))},
     "masks": ("one-hot of value 0 with CLASSES = ['bird']", "data/Birds.py", 48),
     "Birds.VAL_FROM": ("not stated (a val folder)", None, None),
 }

@@ -60,9 +60,9 @@ def test_model_rows_are_the_architecture_table():
     assert rows["PSPNet dilation"][1].startswith("the same on Bottleneck ResNets")
 
 
-HEAD_ROWS = {"pspnet": "PSPNet head", "unet": "UNet head", "unet++": "UNet++ head", "fpn": "FPN, LinkNet, DeepLabV3 heads",
-             "linknet": "FPN, LinkNet, DeepLabV3 heads", "deeplabv3": "FPN, LinkNet, DeepLabV3 heads",
-             "manet": "MAnet, PAN heads", "pan": "MAnet, PAN heads"}
+HEAD_ROWS = {"pspnet": "PSPNet head", "unet": "UNet head", "unet++": "UNet++ head",
+             **dict.fromkeys(("fpn", "linknet", "deeplabv3"), "FPN, LinkNet, DeepLabV3 heads"),
+             **dict.fromkeys(("manet", "pan"), "MAnet, PAN heads")}
 
 
 def built_head(arch):

@@ -200,7 +200,8 @@ def main():
     cases(out)
     laws(out)
     np.savez_compressed(OUT, **out)
-    versions = f"albumentations {A.__version__}, imgaug {imgaug.__version__}, OpenCV {cv2.__version__}, numpy {np.__version__}"
+    versions = (f"albumentations {A.__version__}, imgaug {imgaug.__version__}, OpenCV {cv2.__version__}, "
+                f"numpy {np.__version__}")
     print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB): {versions}")
 
 

@@ -4,10 +4,12 @@ many seeded draws of ours against 1.0's own recorded draws (moments within 4 sta
 fixed, so the comparison is deterministic)."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from utils.data import augment as aug
+from utils.data import warps
 
 FIXTURE = np.load(Path(__file__).with_name("albumentations_1_0.npz"))
 RNG = np.random.default_rng
@@ -180,5 +182,5 @@ def test_positions_far_outside_the_frame_stay_outside():
     the frame: the pixel is border."""
     far = np.array([[(2 ** 16 + 3) * 32, 5 * 32]], np.int64)  # int16 would wrap it to column 3
     image = np.full((8, 8, 3), 200, np.uint8)
-    out = aug.remap(image, aug.positions(far[:, :1], far[:, 1:], aug.cv2.INTER_LINEAR), aug.cv2.INTER_LINEAR, 7)
+    out = warps.remap(image, warps.positions(far[:, :1], far[:, 1:], cv2.INTER_LINEAR), cv2.INTER_LINEAR, 7)
     assert out.shape == (1, 1, 3) and (out == 7).all()
