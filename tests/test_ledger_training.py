@@ -1,4 +1,6 @@
-"""The reproduction ledger of docs/METHOD.md §5 (model, optimiser, schedule) says what the code does."""
+"""The reproduction ledger of docs/METHOD.md §5 (model, optimiser, schedule) says what the code does, and what the
+released code did (tests/ledger_released.py)."""
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -6,8 +8,10 @@ import pytest
 import torch
 
 from models import ARCHITECTURES, build_model
+from tests.ledger_released import TRAINING, cell
 from utils.config import LR_GAMMA, PAPER, PRESETS
 from utils.data.datasets import CamVid
+from utils.data.loaders import make_loader
 from utils.losses import AFMALoss
 
 METHOD = Path(__file__).resolve().parents[1] / "docs" / "METHOD.md"
@@ -61,16 +65,54 @@ def test_model_rows_are_the_architecture_table():
                                          f"upsampling {s['upsampling']}")
     assert psp.first_block_keeps_dilation and "replace_stride_with_dilation=[False, True, True]" in rows["PSPNet dilation"][0]
     assert rows["PSPNet dilation"][1].startswith("the same on Bottleneck ResNets")
-    k = ARCHITECTURES["unet++"].head_kernel_size
-    assert rows["UNet++ head"] == ("1x1 convolution", f"{k}x{k} convolution")
-    assert all(a.head_kernel_size is None for name, a in ARCHITECTURES.items() if name != "unet++")
 
 
-@pytest.mark.parametrize("arch", ["pspnet", "unet"])
+HEAD_ROWS = {"pspnet": "PSPNet head", "unet": "UNet head", "unet++": "UNet++ head",
+             **dict.fromkeys(("fpn", "linknet", "deeplabv3"), "FPN, LinkNet, DeepLabV3 heads"),
+             **dict.fromkeys(("manet", "pan"), "MAnet, PAN heads")}
+
+
+def built_head(arch):
+    return build_model(arch, "resnet18", None, classes=3, att_depth=None).net.segmentation_head[0]
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_head_rows_are_the_built_models(arch):
-    net = build_model(arch, "resnet18", None, classes=3, att_depth=None).net
-    size = net.segmentation_head[0].kernel_size[0]
-    row = ledger()["PSPNet head" if arch == "pspnet" else "other heads"][1]
+    """Every architecture has its head row, and the row's kernel is the built model's (FPN, LinkNet and DeepLabV3:
+    1x1, in the released code too)."""
+    size = built_head(arch).kernel_size[0]
+    row = ledger()[HEAD_ROWS[arch]][1]
     assert row.startswith(f"{size}x{size} convolution")
     if arch == "pspnet":
+        net = build_model(arch, "resnet18", None, classes=3, att_depth=None).net
         assert f"dropout {net.decoder.dropout.p:g}, {net.decoder.conv[0].out_channels} PSP channels" in row
+
+
+def test_head_initialisation_row_is_the_built_model_s():
+    """SMP's xavier uniform (bound sqrt(6 / (fan_in + fan_out)), zero bias), not the released kaiming uniform
+    (bound sqrt(6 / fan_in), larger): the largest of the head's weights sits just under the xavier bound."""
+    assert ledger()["head initialisation"][1].startswith("SMP's xavier uniform")
+    torch.manual_seed(0)
+    head = built_head("unet")
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(head.weight)
+    xavier = math.sqrt(6 / (fan_in + fan_out))
+    assert 0.95 * xavier < head.weight.abs().max() <= xavier and not head.bias.any()
+
+
+def test_last_partial_batch_row_is_the_loader_s():
+    """Dropped: 9 images in batches of 4 give 2 training steps (the released loader: 3)."""
+    assert ledger()["last partial batch"][1].startswith("dropped")
+    loader = make_loader(list(range(9)), 4, 0, 0, True, torch.device("cpu"))
+    assert len(loader) == 2 and len(make_loader(list(range(9)), 4, 0, 0, False, torch.device("cpu"))) == 3
+
+
+def test_baseline_loss_row_is_the_loss_without_afma():
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    loss = AFMALoss()((logits, None), target)
+    assert torch.allclose(loss, torch.nn.functional.nll_loss(logits.log_softmax(1), target))
+    assert ledger()["baseline loss (no AFMA)"][1].startswith("the weighted NLL alone (not scaled by")
+
+
+def test_released_column_is_the_recorded_released_code():
+    """Row for row against tests/ledger_released.py: a row missing, added or changed on either side fails."""
+    assert {k: released for k, (released, _) in ledger().items()} == {k: cell(e) for k, e in TRAINING.items()}

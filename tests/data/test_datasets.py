@@ -358,8 +358,9 @@ def test_camvid_folder_of_jpegs_says_only_png_is_read(tmp_path):
 
 
 @pytest.mark.e2e
-def test_importing_the_project_asks_no_server_for_anything():
-    """albumentations checks PyPI for updates at import unless NO_ALBUMENTATIONS_UPDATE is set."""
+def test_importing_the_project_asks_no_server_for_anything_and_needs_no_albumentations():
+    """No socket at import (albumentations 2.x asked PyPI for updates at import), and albumentations is not
+    imported: the augmentations are the project's own (utils/data/augment.py)."""
     import os
     import subprocess
     import sys
@@ -369,6 +370,7 @@ def test_importing_the_project_asks_no_server_for_anything():
             "sys.addaudithook(lambda event, args: calls.append(event) if event.startswith('socket.') else None)\n"
             "import main, utils.data.transforms, utils.apps.train\n"
             "time.sleep(0.5)\n"
+            "assert 'albumentations' not in sys.modules, 'albumentations was imported'\n"
             "print(sorted(set(calls)))\n")
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     root = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations
+import cv2
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
@@ -412,7 +412,7 @@ def tensorboard_writer(run_dir: Path):
 
 def describe_run(config: RunConfig, device: torch.device) -> dict:
     versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "segmentation_models_pytorch": smp.__version__, "albumentations": albumentations.__version__,
+                "segmentation_models_pytorch": smp.__version__, "opencv": cv2.__version__,
                 "numpy": np.__version__}
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {**config.to_dict(), "versions": versions, "device_name": hardware, "world_size": distributed.world_size(),

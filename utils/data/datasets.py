@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import torch
 
+from utils.data.augment import (CLAHE, AdditiveGaussianNoise, Blur, BrightnessContrast, GaussNoise,
+                                HueSaturationValue, MotionBlur, OneOf, Perspective, RandomGamma, Sharpen)
 from utils.errors import DataError
 from utils.labels import IGNORE_LABEL, void_index
 
@@ -153,6 +155,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
     sized_crop_ratio = 4 / 3  # width / height of the random-sized crops (pad_size data sets)
     image_suffixes = (".png",)  # the files read as images (--predict reads these too)
     channels = 3  # image channels read (--in-channels; an instance's own where set): see read_channels
+    # The mask value of a pixel the frame does not hold (padding, shift and warp borders): IGNORE_LABEL, never
+    # scored or trained on. RELEASED_BORDER_LABEL is the released code's reading: its all-zero one-hot there,
+    # which its loss trained as its first class (CamVid's sky, Cityscapes' road, the bird, the lesion; LiTS's
+    # background), here that class's index.
+    border_label = IGNORE_LABEL
+    RELEASED_BORDER_LABEL = 0
+
+    @classmethod
+    def train_steps(cls):
+        """The released training steps after the crop (noise, warp, photometric), as utils/data/augment.py
+        transforms: each data set declares its own."""
+        return []
 
     def __init__(self, root, split, transform=None):
         if split not in SPLITS:
@@ -325,6 +339,11 @@ class CamVid(SegmentationDataset):
         # Any other size reads as the full-size data set, whose check_frame_size then names the frame.
         return CamVidHalf if tuple(params.get("frame_size", ())) == CamVidHalf.frame_size else CamVid
 
+    @classmethod
+    def train_steps(cls):
+        # data/CamVid.py 74-75: GaussNoise(p=0.1), Perspective(p=0.1), with 1.0's defaults.
+        return [GaussNoise(var_limit=(10, 50), p=0.1), Perspective(p=0.1, fill_mask=cls.border_label)]
+
     def find_pairs(self):
         hint = (f"CamVid needs {self.split}/ and {self.split}annot/ under {self.root} "
                 f"(python tools/make_sample.py writes a synthetic sample)")
@@ -370,6 +389,11 @@ class Cityscapes(SegmentationDataset):
     void_value = 255
     IMAGE_SUFFIX, LABEL_SUFFIX = "_leftImg8bit.png", "_gtFine_labelTrainIds.png"
 
+    @classmethod
+    def train_steps(cls):
+        # data/CityScapes.py 75-76, as CamVid's.
+        return [GaussNoise(var_limit=(10, 50), p=0.1), Perspective(p=0.1, fill_mask=cls.border_label)]
+
     def split_dir(self):
         return self.root / "leftImg8bit" / self.split
 
@@ -396,6 +420,16 @@ class Cityscapes(SegmentationDataset):
 
         images = list(image_dir.glob(f"*/*{self.IMAGE_SUFFIX}"))
         return pair_files(images, labels, label_for, image_for)
+
+
+def photographs_photometric():
+    """The three one-of groups (p 0.9 each) of the released birds and skin-lesion pipelines (data/Birds.py
+    81-104): {CLAHE, RandomBrightness, RandomGamma}, {IAASharpen, Blur(3), MotionBlur(3)},
+    {RandomContrast, HueSaturationValue}, with 1.0's (and imgaug's) defaults."""
+    light = [CLAHE(), BrightnessContrast(brightness_limit=0.2, contrast_limit=0), RandomGamma()]
+    sharp = [Sharpen(), Blur(3), MotionBlur(3)]
+    colour = [BrightnessContrast(brightness_limit=0, contrast_limit=0.2), HueSaturationValue()]
+    return [OneOf(light, p=0.9), OneOf(sharp, p=0.9), OneOf(colour, p=0.9)]
 
 
 class BinaryMaskDataset(SegmentationDataset):
@@ -427,6 +461,13 @@ class Birds(BinaryMaskDataset):
     classes = ("bird", "background")
     palette = ((255, 200, 0), (0, 0, 0))
     train_size = eval_size = (320, 320)
+
+    @classmethod
+    def train_steps(cls):
+        # data/Birds.py 78-79: IAAAdditiveGaussianNoise(p=0.2), IAAPerspective (p 0.5 whatever it is given: 1.0
+        # passes its arguments to Perspective's positions of scale and keep_size), then the photometric groups.
+        return [AdditiveGaussianNoise(p=0.2), Perspective(p=0.5, fill_mask=cls.border_label),
+                *photographs_photometric()]
 
     def split_dir(self):
         return self.root / "images"
@@ -482,6 +523,12 @@ class SkinLesion(BinaryMaskDataset):
     pre_resize = eval_pad = (192, 256)
     PHASES = {"train": "Training", "val": "Validation", "test": "Test"}
 
+    @classmethod
+    def train_steps(cls):
+        # data/SkinLesion.py 69-96: as the birds'.
+        return [AdditiveGaussianNoise(p=0.2), Perspective(p=0.5, fill_mask=cls.border_label),
+                *photographs_photometric()]
+
     def split_dir(self):
         return self.root / f"ISIC2018_Task1-2_{self.PHASES[self.split]}_Input"
 
@@ -515,6 +562,18 @@ class LiTS(SegmentationDataset):
     image_suffixes = (".npy",)
     HU_WINDOW = (-250.0, 250.0)
     STORED_TO_CLASS = np.array([2, 0, 1])  # stored 0/1/2 -> background/liver/tumour indices
+    RELEASED_BORDER_LABEL = 2  # the released class 0 was background (data/LiTS.py CLASSES), here the last
+
+    @classmethod
+    def train_steps(cls):
+        """data/LiTS.py 91-120, read on the uint8 window (the project's reading: on the released float HU,
+        1.0 clipped noise, brightness-contrast and HSV results to [0, 1] and RandomGamma gave NaN below 0 HU).
+        GaussNoise keeps its 10..50 HU^2 variance: (255/500)^2 of that in uint8 levels."""
+        levels = ((255 / 500) ** 2 * 10, (255 / 500) ** 2 * 50)
+        return [GaussNoise(var_limit=levels, p=0.2), Perspective(p=0.5, fill_mask=cls.border_label),
+                OneOf([BrightnessContrast(), RandomGamma()], p=0.9),
+                OneOf([Sharpen(), Blur(3), MotionBlur(3)], p=0.9),
+                OneOf([BrightnessContrast(), HueSaturationValue()], p=0.9)]
 
     @classmethod
     def normalisation(cls, mean, std):
@@ -587,6 +646,10 @@ class FolderDataset(SegmentationDataset):
         if not path.exists() and saved:
             return saved
         return read_classes_file(path)
+
+    @classmethod
+    def train_steps(cls):
+        return CamVid.train_steps.__func__(cls)  # CamVid's recipe: its noise and warp after the crop
 
     @classmethod
     def configured(cls, params):

@@ -1,55 +1,31 @@
-"""Albumentations pipelines for each dataset and split (docs/METHOD.md §5), and the input normalisation.
+"""Each data set's pipelines per split (docs/METHOD.md §5), and the input normalisation.
 
-Every pipeline is the authors' released code's (albumentations 1.0), transform by transform, mapped to
-albumentations 2.x with the same parameters (the old defaults spelled out where 2.x changed them):
+The pipelines are the authors' released code's, transform by transform, with albumentations 1.0's parameter laws
+and kernels (utils/data/augment.py, checked against 1.0's own outputs). The geometry comes from the data set's
+sizes: a `pad_size` means flip, pad, one of {random-sized crop, random crop} (CamVid, Cityscapes), none means
+flip, shift-scale, pad, random crop (birds, skin lesions, LiTS). What follows the crop is the data set's own
+`train_steps()`, declared with the data set in utils/data/datasets.py.
 
-  released (1.0)                                2.x here
-  ShiftScaleRotate(shift 0.1, scale 0.5,        Affine(translate_percent ±0.1 per axis, scale 0.5..1.5 with
-    rotate 0, border_mode 0, p 1)                 keep_ratio, rotate 0, constant border, p 1)
-  IAAAdditiveGaussianNoise() (imgaug: std       GaussNoise(std_range 0.01..0.05 of 255, per_channel False)
-    2.55..12.75 on 0..255, one for all channels)
-  IAAPerspective() (scale 0.05..0.1, keep_size) Perspective(scale 0.05..0.1, keep_size True)
-  IAASharpen() (alpha 0.2..0.5, lightness       Sharpen(alpha 0.2..0.5, lightness 0.5..1.0)
-    0.5..1.0)
-  RandomBrightness() (limit 0.2, by max)        RandomBrightnessContrast(brightness 0.2, contrast 0)
-  RandomContrast() (limit 0.2)                  RandomBrightnessContrast(brightness 0, contrast 0.2)
-  GaussNoise() (var 10..50 on 0..255, per       GaussNoise(std_range sqrt(10..50)/255)
-    channel)
-  Blur(3), MotionBlur(3), CLAHE(), RandomGamma(), HueSaturationValue(), PadIfNeeded, RandomCrop,
-  CenterCrop, RandomSizedCrop, HorizontalFlip: the same names and defaults.
-
-Two deliberate differences, everywhere: a pixel the frame does not hold (padding, warp borders) gets the mask
-value IGNORE_LABEL, which no metric or loss counts (the released code's one-hot masks got all zeros there, or
-sky's index 0 on CamVid), and evaluation pads (a no-op on frames as large as the crop) with a constant border
-rather than 1.0's default mirror, whose mirrored label pixels would be scored. Masks are resampled with
-nearest-neighbour only (the released code warped its float one-hot masks linearly).
+Two deliberate differences, everywhere: a pixel the frame does not hold (padding, warp and shift borders) gets
+the mask value `border_label` of the data set (IGNORE_LABEL, which no metric or loss counts; the released one-hot
+masks got all zeros there, which its loss trained as class 0), and evaluation pads (a no-op on frames as large
+as the crop) with a constant border rather than 1.0's default mirror, whose mirrored label pixels would be scored.
 
 `scale` shrinks everything for quick CPU runs: the raw frame is resized by `scale` first,
 then pad sizes are scaled and crop sizes are scaled and rounded to a multiple of 32
 (encoder-decoder networks need inputs divisible by their total stride). Every pixel the frame
-does not hold (e.g. the strip a crop rounded up past the frame at --scale 0.25) is IGNORE_LABEL.
+does not hold (e.g. the strip a crop rounded up past the frame at --scale 0.25) is `border_label`.
 
 The pipelines end in uint8 tensors: a quarter of float32's bytes through the loader's workers, pinned memory
 and the host-to-device copy. `utils.engine.normalizer.Normalizer` turns them into the encoder's normalised float
 input on the device, for training, evaluation, --predict and figures alike.
 """
-import os
+import torch
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network at import
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
-
-from models.architectures import INPUT_MULTIPLE  # noqa: E402
-from utils.data.datasets import SPLITS  # noqa: E402
-from utils.labels import IGNORE_LABEL  # noqa: E402
-
-# The reference used old albumentations' GaussNoise default, variance 10..50 on 0..255 pixels.
-# Albumentations 2.x takes the standard deviation as a fraction of 255 and defaults to a far
-# stronger 0.2..0.44, so the old range is spelled out here.
-GAUSS_NOISE_STD = (float(np.sqrt(10) / 255), float(np.sqrt(50) / 255))
+from models.architectures import INPUT_MULTIPLE
+from utils.data.augment import (CenterCrop, Compose, HorizontalFlip, OneOf, PadIfNeeded, RandomCrop,
+                                RandomSizedCrop, Rescale, Resize, ShiftScaleRotate)
+from utils.data.datasets import SPLITS
 
 
 def network_size(size, scale):
@@ -66,91 +42,56 @@ def prescale(scale, frame_scale=1.0):
     """Resize the raw frame, stored at `frame_scale` of the data set's resolution, to `scale` of it (area for
     images, nearest for masks); none where the two are equal."""
     factor = scale / frame_scale
-    if factor == 1:
-        return []
-    return [A.RandomScale(scale_limit=(factor - 1, factor - 1), area_for_downscale="image",
-                          mask_interpolation=cv2.INTER_NEAREST, p=1)]
-
-
-def constant_pad(size, fill):
-    """Pad to at least `size` (h, w) with a constant border: image `fill`, mask IGNORE_LABEL."""
-    return A.PadIfNeeded(min_height=size[0], min_width=size[1], border_mode=cv2.BORDER_CONSTANT,
-                         fill=fill, fill_mask=IGNORE_LABEL)
-
-
-def perspective(p):
-    return A.Perspective(scale=(0.05, 0.1), keep_size=True, mask_interpolation=cv2.INTER_NEAREST,
-                         fill=0, fill_mask=IGNORE_LABEL, p=p)
+    return [] if factor == 1 else [Rescale(factor)]
 
 
 def padded_crop_geometry(dataset_cls, split, scale):
-    """CamVid and Cityscapes: flip, pad (image 255), one of {random-sized crop, random crop}, noise, warp;
+    """CamVid and Cityscapes: flip, pad (image 255), one of {random-sized crop, random crop};
     evaluation pads and centre-crops (the whole 1024x2048 frame on Cityscapes)."""
     size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size, scale)
     pad_h, pad_w = pad_target(dataset_cls.pad_size, size, scale)
-    pad = constant_pad((pad_h, pad_w), fill=255)
+    pad = PadIfNeeded(pad_h, pad_w, fill=255, fill_mask=dataset_cls.border_label)
     if split != "train":
-        return [*prescale(scale, dataset_cls.frame_scale), pad, A.CenterCrop(*size)]
+        return [*prescale(scale, dataset_cls.frame_scale), pad, CenterCrop(*size)]
     # Crop heights of the padded frame (CamVid 240..720, Cityscapes 360..1024) at the 4/3 aspect.
     low, high = (min(max(1, round(h * scale)), pad_h) for h in dataset_cls.sized_crop_heights)
-    sized_crop = A.RandomSizedCrop(min_max_height=(low, high), size=size, w2h_ratio=dataset_cls.sized_crop_ratio,
-                                   mask_interpolation=cv2.INTER_NEAREST)
-    return [*prescale(scale, dataset_cls.frame_scale), A.HorizontalFlip(p=0.5), pad,
-            A.OneOf([sized_crop, A.RandomCrop(*size)], p=1),
-            A.GaussNoise(std_range=GAUSS_NOISE_STD, p=0.1), perspective(0.1)]
-
-
-def photometric(variant):
-    """The three one-of groups (p 0.9 each) after the geometry of the birds, skin lesion and LiTS pipelines."""
-    if variant == "lits":  # LiTS's own: brightness-contrast for CLAHE/brightness and for contrast
-        light = [A.RandomBrightnessContrast(p=1), A.RandomGamma(p=1)]
-        colour = [A.RandomBrightnessContrast(p=1), A.HueSaturationValue(p=1)]
-    else:
-        light = [A.CLAHE(p=1), A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0, p=1),
-                 A.RandomGamma(p=1)]
-        colour = [A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.2, p=1),
-                  A.HueSaturationValue(p=1)]
-    sharp = [A.Sharpen(alpha=(0.2, 0.5), lightness=(0.5, 1.0), p=1), A.Blur(blur_limit=3, p=1),
-             A.MotionBlur(blur_limit=3, p=1)]
-    return [A.OneOf(light, p=0.9), A.OneOf(sharp, p=0.9), A.OneOf(colour, p=0.9)]
+    sized_crop = RandomSizedCrop((low, high), size, w2h_ratio=dataset_cls.sized_crop_ratio)
+    return [*prescale(scale, dataset_cls.frame_scale), HorizontalFlip(p=0.5), pad,
+            OneOf([sized_crop, RandomCrop(*size)], p=1)]
 
 
 def shift_scale_crop_geometry(dataset_cls, split, scale):
-    """Birds, skin lesions, LiTS: flip, shift-scale, pad + random crop, noise, warp, three one-of groups;
-    evaluation pads (skin lesions: to 192x256) and centre-crops, with no resize."""
+    """Birds, skin lesions, LiTS: flip, shift-scale, pad + random crop; evaluation pads (skin lesions: to
+    192x256) and centre-crops, with no resize."""
     size = network_size(dataset_cls.train_size if split == "train" else dataset_cls.eval_size, scale)
+    border = dataset_cls.border_label
     if split != "train":
         pad = pad_target(dataset_cls.eval_pad or size, size, scale)
-        return [*prescale(scale, dataset_cls.frame_scale), constant_pad(pad, fill=0), A.CenterCrop(*size)]
-    lits = dataset_cls.name == "lits"
-    # LiTS's GaussNoise ran on HU floats: variance 10..50 HU^2, i.e. sqrt(10..50)/500 of the uint8 range here.
-    noise = (A.GaussNoise(std_range=(float(np.sqrt(10) / 500), float(np.sqrt(50) / 500)), p=0.2) if lits
-             else A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=0.2))
-    return [*prescale(scale, dataset_cls.frame_scale), A.HorizontalFlip(p=0.5),
-            A.Affine(scale=(0.5, 1.5), keep_ratio=True, translate_percent=(-0.1, 0.1), rotate=0,
-                     border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_LABEL,
-                     mask_interpolation=cv2.INTER_NEAREST, p=1),
-            constant_pad(size, fill=0), A.RandomCrop(*size), noise, perspective(0.5), *photometric(dataset_cls.name)]
+        return [*prescale(scale, dataset_cls.frame_scale), PadIfNeeded(*pad, fill=0, fill_mask=border),
+                CenterCrop(*size)]
+    return [*prescale(scale, dataset_cls.frame_scale), HorizontalFlip(p=0.5),
+            ShiftScaleRotate(shift_limit=0.1, scale_limit=0.5, rotate_limit=0, fill=0, fill_mask=border),
+            PadIfNeeded(*size, fill=0, fill_mask=border), RandomCrop(*size)]
 
 
 def build_transforms(dataset_cls, split, scale=1.0):
-    """The albumentations pipeline of a dataset class and split: uint8 (3, H, W) image, uint8 mask out.
+    """The pipeline of a dataset class and split: uint8 (3, H, W) image, uint8 mask out.
 
     split "predict" is the evaluation pipeline without its crop (for images of any size, which --predict
     pads to a size the model takes and crops back): the pre-resize and the scale alone.
     A dataset's `pre_resize` (h, w) (skin lesions: the released code's images were stored at 192x256) comes
-    first, in every split.
+    first, in every split; its `train_steps()` (noise, warp, photometric groups) follow the training crop.
     """
     if split not in (*SPLITS, "predict"):
         raise ValueError(f"split {split!r} is not valid: use one of {', '.join(SPLITS)} or predict")
     pre = dataset_cls.pre_resize
-    resize = [] if pre is None else [A.Resize(*pre, area_for_downscale="image",
-                                              mask_interpolation=cv2.INTER_NEAREST)]
+    resize = [] if pre is None else [Resize(*pre)]
     if split == "predict":
         geometry = prescale(scale, dataset_cls.frame_scale)
     elif dataset_cls.pad_size is not None:
         geometry = padded_crop_geometry(dataset_cls, split, scale)
     else:
         geometry = shift_scale_crop_geometry(dataset_cls, split, scale)
-    return A.Compose([*resize, *geometry, ToTensorV2()])
+    steps = dataset_cls.train_steps() if split == "train" else []
+    return Compose([*resize, *geometry, *steps])
 

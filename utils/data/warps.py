@@ -1,0 +1,63 @@
+"""The warps of OpenCV 4.x, which albumentations 1.0 called, on OpenCV 5 (utils/data/augment.py uses them).
+
+OpenCV 5 rewrote cv2.warpAffine and cv2.warpPerspective, whose bilinear results now differ from 4.x's by up to 3
+levels. 4.x computed each output pixel's source position in fixed point (1/32 pixel, INTER_BITS 5) and handed the
+positions to cv2.remap, whose fixed-point path OpenCV 5 keeps: the same positions, computed here as 4.x did, give
+4.x's pixels (tests/data/test_augment.py compares them with 1.0's recorded outputs).
+"""
+import cv2
+import numpy as np
+
+TAB = 32  # INTER_TAB_SIZE: 1/32-pixel positions
+
+
+def remap(array, maps, interpolation, fill):
+    """cv2.remap with 4.x's fixed-point maps, constant border `fill`."""
+    fill = fill if array.ndim == 2 else (fill,) * array.shape[2]
+    return cv2.remap(array, *maps, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def positions(fx, fy, interpolation):
+    """Integer source positions (in 1/32 pixel for bilinear) -> cv2.remap's (int16 xy, uint16 table index)."""
+    xy = np.empty((*np.broadcast_shapes(fx.shape, fy.shape), 2), np.int16)
+    short = lambda v: np.clip(v, -2 ** 15, 2 ** 15 - 1)  # 4.x's saturate_cast<short>, where int16 would wrap
+    if interpolation == cv2.INTER_NEAREST:
+        xy[..., 0], xy[..., 1] = short(fx), short(fy)
+        return xy, None
+    xy[..., 0], xy[..., 1] = short(fx >> 5), short(fy >> 5)
+    return xy, ((fy & (TAB - 1)) * TAB).astype(np.uint16) + (fx & (TAB - 1)).astype(np.uint16)
+
+
+def affine_maps(matrix, size, interpolation):
+    """4.x's warpAffine positions of an (h, w) output: the inverse matrix scaled by 1024 (AB_BITS 10) and rounded
+    per column and per row, plus half a step, shifted down to 1/32 pixel (or whole pixels for nearest)."""
+    m = cv2.invertAffineTransform(matrix)
+    (h, w), shift = size, (10 if interpolation == cv2.INTER_NEAREST else 5)
+    x, y, half = np.arange(w), np.arange(h), 1 << (shift - 1)
+    column = lambda a: np.rint(a * x * 1024).astype(np.int32)[None]
+    row = lambda b, c: (np.rint((b * y + c) * 1024).astype(np.int32) + half)[:, None]
+    # Without rotation (the released pipelines') x depends on the column alone and y on the row: 1-D arrays,
+    # broadcast once into the maps, the same numbers at a fraction of the work.
+    fx = column(m[0, 0]) + (row(m[0, 1], m[0, 2])[:1] if m[0, 1] == 0 else row(m[0, 1], m[0, 2]))
+    fy = (column(m[1, 0])[:, :1] if m[1, 0] == 0 else column(m[1, 0])) + row(m[1, 1], m[1, 2])
+    return positions(fx >> shift, fy >> shift, interpolation)
+
+
+def perspective_source(matrix, size):
+    """The source (x, y) of each pixel of an (h, w) output under 4.x's warpPerspective: the inverse homography's
+    x / w and y / w in float64 (0 where w is 0). 4.x scaled them by 32 for bilinear before rounding; scaling by a
+    power of two is exact, so one computation serves the image and the mask."""
+    m = cv2.invert(matrix)[1]
+    x, y = np.arange(size[1], dtype=np.float64)[None], np.arange(size[0], dtype=np.float64)[:, None]
+    den = (m[2, 1] * y + m[2, 2]) + m[2, 0] * x
+    with np.errstate(divide="ignore"):
+        inv = 1 / den
+    inv[den == 0] = 0
+    return tuple(((b * y + c) + a * x) * inv for a, b, c in m[:2])
+
+
+def perspective_maps(source, interpolation):
+    """cv2.remap's maps from `perspective_source`: rounded to 1/32 pixel for bilinear, to pixels for nearest."""
+    scale = TAB if interpolation != cv2.INTER_NEAREST else 1
+    rounded = lambda v: np.rint(np.clip(v * scale, -2 ** 31, 2 ** 31 - 1)).astype(np.int32)
+    return positions(*(rounded(v) for v in source), interpolation)
