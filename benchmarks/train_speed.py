@@ -40,6 +40,7 @@ import torch
 from benchmarks.common import MIB, command_line, cpu_peak_memory, device_name, host_batch, seconds_per_step, \
     synchronize
 from models import ARCHITECTURES, build_model
+from models.architectures import PAPER_ARCHITECTURES
 from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.setup import prepare
 from utils.engine.train import train_step
@@ -66,7 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--amp", action="store_true", help="time with autocast only: bf16 where supported, else "
                         "fp16 + GradScaler")
     parser.add_argument("--compare-amp", action="store_true", help="time float32 and AMP in one run")
-    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES)[:8],  # the paper's eight
+    parser.add_argument("--archs", nargs="+", default=list(PAPER_ARCHITECTURES),
                         choices=list(ARCHITECTURES))
     parser.add_argument("--encoder", default="resnet34")
     parser.add_argument("--depths", "--depth", dest="depths", type=int, nargs="+", default=[3],

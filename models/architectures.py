@@ -59,6 +59,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     # Its decoder also halves the stride-16 features and adds them back upsampled: inputs are multiples of 32.
     "dpt": Architecture("dpt", {"dynamic_img_size": True}, output_stride=16, vit=True, input_multiple=32),
 }
+# The paper's eight, the rows of its tables (the ledger and the speed benchmark cover these).
+PAPER_ARCHITECTURES = ("unet", "unet++", "fpn", "linknet", "manet", "pan", "pspnet", "deeplabv3")
 
 
 # A network input divisible by this suits every architecture (each model's size_divisor is its output stride).

@@ -490,4 +490,6 @@ class Compose:
             mask = np.zeros(image.shape[:2], np.uint8)
         for t in self.transforms:
             image, mask = t(self.rng, image, mask)
+        if image.ndim == 2:  # OpenCV drops a single channel's axis (grey images, --predict's one-channel stand-in)
+            image = image[..., None]
         return {"image": torch.from_numpy(image.transpose(2, 0, 1)), "mask": torch.from_numpy(mask)}
