@@ -24,12 +24,18 @@ import sys
 import time
 from pathlib import Path
 
-from models import ARCHITECTURES, check_encoder_fits
-from utils.config import PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, check_resume_flags, \
-    check_unused, layer_settings, make_config, parse_depths, setting_defaults
-from utils.engine import distributed
-from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
-from utils.signals import exit_code, late, settle, stop_name, stop_signals
+try:  # the libraries take seconds to load, before any stop handler exists: a Ctrl-C then is one line too
+    from models import ARCHITECTURES, check_encoder_fits
+    from utils.config import PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, \
+        check_resume_flags, check_unused, layer_settings, make_config, parse_depths, setting_defaults
+    from utils.engine import distributed
+    from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
+    from utils.signals import exit_code, late, settle, stop_name, stop_signals
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("interrupted while the libraries were loading: nothing was started", file=sys.stderr)
+    sys.exit(130)
 
 HERE = Path(__file__).resolve().parent
 

@@ -192,3 +192,27 @@ def test_a_forks_at_fork_handlers_take_no_stop(capfd):
     assert reached == ["the fork is done"]
     assert logging._lock.acquire(blocking=False)  # not left taken
     logging._lock.release()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("module", ["models", "utils.config", "utils.signals"])
+def test_a_ctrl_c_while_main_loads_its_libraries_is_one_line(module):
+    """The imports take seconds before any handler exists: a Ctrl-C there (injected at the import of `module`,
+    not timed) ends with one line and 130, no traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inject = ("import builtins, runpy, sys\n"
+              "real = builtins.__import__\n"
+              "def load(name, *args, **kwargs):\n"
+              f"    if name == {module!r}:\n"
+              "        raise KeyboardInterrupt\n"
+              "    return real(name, *args, **kwargs)\n"
+              "builtins.__import__ = load\n"
+              "sys.argv = ['main.py']\n"
+              "runpy.run_path('main.py', run_name='__main__')\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", inject], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 130
+    assert done.stderr.strip() == "interrupted while the libraries were loading: nothing was started"
