@@ -147,7 +147,8 @@ def test_compare_over_seeds_pairs_the_runs_reports_mean_std_and_intervals_and_go
     assert "seeds" in capsys.readouterr().err
 
 
-def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_goes_on(tiny_camvid, tmp_path, capsys):
+def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_goes_on(tiny_camvid, tmp_path, capsys,
+                                                                                         monkeypatch):
     out = tmp_path / "study"
     argv, runs = run_comparison(out, tiny_camvid, "--compare", "fpn", "--att-depth", "1,3")
     assert runs == {"fpn-baseline", "fpn-afma1", "fpn-afma3"}
@@ -159,6 +160,19 @@ def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_
     (out / "fpn-afma3" / "metrics.json").unlink()
     (out / "comparison.md").unlink()
     baseline = (out / "fpn-baseline" / "last.pt").stat().st_mtime_ns
+    # A stop inside one of its runs says how the whole comparison goes on, not only that run.
+    from utils.apps import compare
+    from utils.errors import Interrupted
+
+    def stopped(config, resume=None):
+        raise Interrupted(f"interrupted: continue with: python main.py --resume {config.output_dir}", 130)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compare, "train", stopped)
+        capsys.readouterr()
+        assert main.main(argv) == 130
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "the same --compare command" in said[0] and "fpn-afma3" in said[0]
     capsys.readouterr()
     assert main.main(argv) == 0
     printed = capsys.readouterr().out

@@ -29,7 +29,7 @@ from utils.fingerprint import data_changes, split_record
 from utils.engine import distributed
 from utils.engine.checkpoint import Stage, run_status
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
-from utils.errors import UsageError
+from utils.errors import Interrupted, UsageError
 from utils.files import write_atomic, write_json
 from utils.labels import scored_classes
 from utils.metrics import BUCKETS
@@ -71,7 +71,11 @@ def compare(archs: list[str], depths: list[int], out_dir: Path,
         build_network(first)
     identity = settings | {"data": {split: split_record(data) for split, data in splits.items()}}
     claim_folder(out_dir, identity, [Path(config.output_dir) for config in configs.values()], overwrite)
-    runs = {key: finish(config, allow_changed) for key, config in configs.items()}
+    try:
+        runs = {key: finish(config, allow_changed) for key, config in configs.items()}
+    except Interrupted as stop:  # its line names one run; the whole comparison goes on from the same command
+        raise Interrupted(f"{stop} (or run the same --compare command again: it keeps the finished runs and "
+                          f"continues this one)", stop.exit_code) from None
     report = out_dir / "comparison.md"
     if distributed.is_main():
         dataset = dataset_class(first.dataset, first.model.dataset_params)
