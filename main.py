@@ -26,7 +26,7 @@ from pathlib import Path
 
 try:  # the libraries take seconds to load, before any stop handler exists: a Ctrl-C then is one line too
     from models import ARCHITECTURES, check_encoder_fits
-    from utils.config import PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, \
+    from utils.config import CROP_SIZES, PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, \
         check_resume_flags, check_unused, layer_settings, make_config, parse_depths, setting_defaults
     from utils.engine import distributed
     from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
@@ -51,6 +51,8 @@ MEAN = "auto"  # input mean per channel (0..1 scale), e.g. "0.5" for 1 channel; 
 STD = "auto"  # input standard deviation per channel, like MEAN
 ATT_DEPTH = "2"  # encoder depth AFMA attends to, 1..5; "off" gives the plain SMP baseline
 PATCH_SIZE = 10
+TRAIN_SIZE = ""  # --dataset folder: the training crop "HxW" at SCALE 1, over classes.json's; empty: the data set's own
+EVAL_SIZE = ""  # --dataset folder: the evaluation crop "HxW", likewise (the published data sets keep the paper's)
 EPOCHS = 12
 BATCH_SIZE = 2
 LR = 1e-3  # the paper uses 1e-4 over 1000 epochs (--preset paper-released); the short run needs larger steps
@@ -235,6 +237,8 @@ def checkpoint_run(args, explicit):
     for key in ("device", "workers", "tf32", "compile", "output_dir"):
         saved.pop(key)
     saved["encoder_weights"] = "none"  # the weights are the file's: nothing to download
+    if explicit.get("dataset", saved["dataset"]) != saved["dataset"]:  # another data set: at its own crop sizes
+        saved |= dict.fromkeys(CROP_SIZES, "")
     settings, sources = layer_settings(DEFAULTS, explicit, saved=saved, saved_source="checkpoint")
     config = make_config(settings, sources, saved_data=spec.dataset_params)
     if tuple(config.classes) != tuple(spec.classes):
@@ -336,6 +340,9 @@ def compare(args, explicit) -> int:
         identity |= {"seeds": seeds, "seed": None}
     for key in (*RESUMABLE, "output_dir"):  # where and how it runs, and how long, is no part of what it compares
         identity.pop(key, None)
+    for key in CROP_SIZES:  # the data set's own sizes: as a comparison recorded before the size flags existed
+        if not identity[key]:
+            identity.pop(key)
     run_comparison(archs, depths, out_dir, make_run, identity, seeds, args.allow_changed_run, args.overwrite)
     return 0
 

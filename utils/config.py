@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -80,6 +81,25 @@ def depth_text(depth: int | None) -> str:
     return "off" if depth is None else str(depth)
 
 
+def size_parser(flag: str) -> Callable[[Any], tuple[int, int] | None]:
+    """--train-size / --eval-size: HxW, the crop's height and width in pixels at --scale 1 (a classes file's
+    [h, w]), or empty: the data set's own (None)."""
+    def parse(value) -> tuple[int, int] | None:
+        text = str(value).strip().lower()
+        if text in ("", "none"):
+            return None
+        match = re.fullmatch(r"(\d+)\s*x\s*(\d+)", text)
+        if not match or 0 in (size := (int(match[1]), int(match[2]))):
+            raise UsageError(f"{flag} {value!r} is not valid: give the crop as HxW, its height and width in pixels "
+                             f"at --scale 1, two positive integers, e.g. 480x640 (empty: the data set's own)")
+        return size
+    return parse
+
+
+def size_text(size: tuple[int, int] | None) -> str:
+    return "" if size is None else f"{size[0]}x{size[1]}"
+
+
 TRAIN, EVALUATE, PREDICT = ("train",), ("train", "evaluate"), ("train", "evaluate", "predict")
 # The settings, in the order of main.py's constants and of --help. Adding one: a line here, its constant in
 # main.py, its field in RunConfig (what config.json records), and its use.
@@ -99,6 +119,10 @@ SETTINGS = (
             "(the plain SMP baseline); with --compare, one or several, e.g. 1,2,3,4", parse=parse_depth,
             show=depth_text),
     Setting("patch_size", int, "AFMA patch size p"),
+    Setting("train_size", str, "--dataset folder: the training crop, HxW (height x width) at --scale 1, over "
+            "classes.json's train_size; empty: the data set's own", parse=size_parser("--train-size"), show=size_text),
+    Setting("eval_size", str, "--dataset folder: the evaluation crop, HxW at --scale 1, over classes.json's "
+            "eval_size; empty: the data set's own", parse=size_parser("--eval-size"), show=size_text),
     Setting("epochs", int, "training epochs; with --resume, train the run on up to this epoch", resumable=True),
     Setting("batch_size", int, "images per step (per process)", uses=EVALUATE),
     Setting("lr", float, "Adam learning rate"),
@@ -166,6 +190,8 @@ class RunConfig:
     milestones: tuple[int, ...] = ()
     ce_weight: float = 5.0  # a run saved before the loss weights were settings trained with these (AFMALoss's)
     mse_weight: float = 1.0
+    train_size: str = ""  # --train-size / --eval-size as HxW ("": the data set's own); the sizes used are the spec's
+    eval_size: str = ""
     device: str = "cpu"
     amp: bool = False
     tf32: bool = True
@@ -263,8 +289,10 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     check_tile(s["tile"], s["tile_overlap"])
     if not s["save_every"] >= 0:
         raise UsageError(f"--save-every {s['save_every']} is not valid: minutes, 0 or more (0: every epoch)")
+    sizes = crop_sizes(s, sources)
     check_data_dir(s["data_dir"], sources.get("data_dir", "flag"), s["dataset"])
-    params = DATASET_TYPES[s["dataset"]].describe(s["data_dir"], saved_data)
+    describe = DATASET_TYPES[s["dataset"]].describe  # the folder data set's sizes: the flags' over its file's
+    params = describe(s["data_dir"], saved_data, sizes) if sizes else describe(s["data_dir"], saved_data)
     dataset = dataset_class(s["dataset"], params)
     check_frame_scale(dataset, s["scale"], s["data_dir"])
     device = resolve_device(s["device"])
@@ -292,7 +320,25 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
         batch_size=batch_size, global_batch_size=batch_size * processes, milestones=parse_milestones(s["milestones"]),
         device=device, workers=parse_workers(s["workers"], device), save_every=float(s["save_every"]),
         output_dir=str(s["output_dir"] or ""), preset=preset, sources=sources,
+        **{key: SETTING[key].text(tuple(sizes[key]) if key in sizes else None) for key in CROP_SIZES},
     ))
+
+
+CROP_SIZES = ("train_size", "eval_size")  # --train-size, --eval-size: the folder data set's crops
+
+
+def crop_sizes(s: dict, sources: dict) -> dict:
+    """The crop sizes the settings give ({key: [h, w]}): the folder data set's only; a published data set trains
+    and evaluates at the paper's (its released recipe), so it refuses them."""
+    sizes = {key: SETTING[key].value(s[key]) for key in CROP_SIZES}
+    sizes = {key: list(size) for key, size in sizes.items() if size is not None}
+    if sizes and s["dataset"] != "folder":
+        given = " ".join(f"{FLAGS[key]} {s[key]}" + (f" (main.py's {key.upper()})"
+                                                     if sources.get(key) == "default" else "") for key in sizes)
+        raise UsageError(f"{given} is not valid with --dataset {s['dataset']}: a published data set trains and "
+                         f"evaluates at the paper's crop sizes (its released recipe); the size flags set the crops "
+                         f"of --dataset folder")
+    return sizes
 
 
 def input_normalisation(dataset: str, encoder: str, weights: str | None, channels: int = 3, mean="auto",

@@ -81,6 +81,44 @@ def test_the_training_recipe_is_camvids_at_the_files_crop_sizes(tmp_path):
                 assert image.shape[-2:] == mask.shape == network_size(size, scale)
 
 
+SIZES = {"train_size": [64, 64], "eval_size": [96, 128]}  # what --train-size 64x64 --eval-size 96x128 give
+
+
+def test_the_size_flags_replace_the_files_sizes_which_may_then_leave_them_out(tmp_path):
+    root = make_folder(tmp_path / "d", size=(80, 100))  # the file's crops: 32x48 and 48x64
+    assert FolderDataset.describe(root, sizes=SIZES) == CLASSES | SIZES
+    assert FolderDataset.describe(root, sizes={"eval_size": [96, 128]}) == CLASSES | {"eval_size": [96, 128]}
+    (root / "classes.json").write_text(json.dumps({k: v for k, v in CLASSES.items() if k not in SIZES}))
+    cls = dataset_class("folder", FolderDataset.describe(root, sizes=SIZES))
+    assert (cls.train_size, cls.eval_size, cls.pad_size) == ((64, 64), (96, 128), (96, 128))
+    for split, size in (("train", (64, 64)), ("val", (96, 128))):  # the pipeline crops at the flags' sizes
+        image, mask = cls(root, split, build_transforms(cls, split, 1.0))[0]
+        assert image.shape[-2:] == mask.shape == size
+    # No classes file (a checkpoint evaluated on bare data): the saved parameters, with the flags' sizes over them.
+    (root / "classes.json").unlink()
+    assert FolderDataset.describe(root, saved=CLASSES, sizes={"train_size": [64, 64]}) == CLASSES | {
+        "train_size": [64, 64]}
+
+
+@pytest.mark.parametrize("key, flag", [("train_size", "--train-size"), ("eval_size", "--eval-size")])
+def test_a_size_given_neither_in_the_file_nor_by_flag_is_refused_saying_both(tmp_path, key, flag):
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps({k: v for k, v in CLASSES.items() if k != key}))
+    what = "training" if key == "train_size" else "evaluation"
+    assert error(lambda: read_classes_file(path)) == (f'{path}: "{key}" is missing: set it there ([h, w] {what} crop '
+                                                      f'at --scale 1) or give {flag} HxW')
+    other = "eval_size" if key == "train_size" else "train_size"
+    assert f'"{key}" is missing' in error(lambda: read_classes_file(path, {other: [64, 64]}))  # not the other flag
+    assert read_classes_file(path, {key: [64, 80]})[key] == [64, 80]
+
+
+def test_a_flags_training_crop_above_the_files_pad_size_is_named_with_the_flag(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps(CLASSES | {"pad_size": [48, 64]}))
+    assert '"pad_size" must be at least train_size [64, 64] (--train-size 64x64)' in error(
+        lambda: read_classes_file(path, {"train_size": [64, 64]}))
+
+
 def test_a_configured_data_set_survives_pickling_as_spawned_loader_workers_need(tmp_path):
     data = folder(make_folder(tmp_path / "d"), "val")
     copy = pickle.loads(pickle.dumps(data))

@@ -640,12 +640,14 @@ class FolderDataset(SegmentationDataset):
     CLASSES_FILE = "classes.json"
 
     @classmethod
-    def describe(cls, root, saved=None):
-        """The classes file beside the splits, checked; without one, `saved` (the checkpoint's or run's)."""
+    def describe(cls, root, saved=None, sizes=None):
+        """The classes file beside the splits, checked; without one, `saved` (the checkpoint's or run's). `sizes`
+        ({"train_size": [h, w], "eval_size": ...}, --train-size / --eval-size) replace the file's: the params, and
+        so the model spec, record the sizes used."""
         path = Path(root) / cls.CLASSES_FILE
         if not path.exists() and saved:
-            return saved
-        return read_classes_file(path)
+            return saved | {key: list(size) for key, size in (sizes or {}).items()}
+        return read_classes_file(path, sizes)
 
     @classmethod
     def train_steps(cls):
@@ -722,8 +724,12 @@ FOLDER_KEYS = {"classes": "class names, in the order of the mask values 0, 1, ..
                "class_weights": "optional loss weight per class", "small_classes": "optional names of small classes"}
 
 
-def read_classes_file(path):
-    """A folder data set's classes file, checked key by key: a DataError names the file and the key."""
+SIZE_FLAGS = {"train_size": "--train-size", "eval_size": "--eval-size"}
+
+
+def read_classes_file(path, sizes=None):
+    """A folder data set's classes file, checked key by key: a DataError names the file and the key. `sizes`
+    (the flags' {"train_size": [h, w], ...}) replace the file's, which may then leave them out."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} is missing: the folder data set needs its classes file there (docs/datasets.md)")
@@ -739,9 +745,13 @@ def read_classes_file(path):
         raise DataError(f"{path} must hold a JSON object with the keys {', '.join(FOLDER_KEYS)}")
     if unknown := sorted(set(data) - set(FOLDER_KEYS)):
         raise DataError(f"{path}: unknown key \"{unknown[0]}\" (the keys are {', '.join(FOLDER_KEYS)})")
-    for key in ("classes", "unlabelled", "train_size", "eval_size"):
+    data = data | {key: list(size) for key, size in (sizes or {}).items()}
+    for key in ("classes", "unlabelled"):
         if key not in data:
             raise bad(key, "is missing")
+    for key, flag in SIZE_FLAGS.items():
+        if key not in data:
+            raise DataError(f"{path}: \"{key}\" is missing: set it there ({FOLDER_KEYS[key]}) or give {flag} HxW")
     classes = data["classes"]
     if (not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes)
             or not all(isinstance(c, str) and c for c in classes)):
@@ -756,7 +766,8 @@ def read_classes_file(path):
                                      and all(isinstance(v, int) and v > 0 for v in size)):
             raise bad(key, "must be two positive integers [h, w]")
     if "pad_size" in data and any(p < t for p, t in zip(data["pad_size"], data["train_size"])):
-        raise bad("pad_size", f"must be at least train_size {data['train_size']}")
+        given = f" (--train-size {'x'.join(map(str, sizes['train_size']))})" if "train_size" in (sizes or {}) else ""
+        raise bad("pad_size", f"must be at least train_size {data['train_size']}{given}")
     colours = data.get("colours")
     if colours is not None and not (isinstance(colours, list) and len(colours) == len(classes) and all(
             isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
