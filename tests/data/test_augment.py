@@ -184,3 +184,45 @@ def test_positions_far_outside_the_frame_stay_outside():
     image = np.full((8, 8, 3), 200, np.uint8)
     out = warps.remap(image, warps.positions(far[:, :1], far[:, 1:], cv2.INTER_LINEAR), cv2.INTER_LINEAR, 7)
     assert out.shape == (1, 1, 3) and (out == 7).all()
+
+
+def stepwise(transforms, seed, image, mask):
+    """A pipeline's steps one after the other, as Compose ran them before it fused the warp, pad and crop."""
+    rng = RNG(seed)
+    for t in transforms:
+        image, mask = t(rng, image, mask)
+    return image, mask, rng.random()
+
+
+@pytest.mark.parametrize("frame", [(72, 96), (40, 30), (33, 35)])
+def test_warp_pad_crop_is_the_three_steps(frame):
+    """Compose's fused ShiftScaleRotate + PadIfNeeded + RandomCrop (the warp computed only where the crop keeps
+    it) gives the pixels and leaves the generator where the three steps one after the other do: crops inside
+    the frame, crops that pad, a warp with p < 1 that sometimes does not run, a zoom far out of the frame."""
+    rng = RNG(3)
+    image = rng.integers(0, 256, (*frame, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, frame, dtype=np.uint8)
+    for warp in (aug.ShiftScaleRotate(0.1, 0.5, 0, fill=0, fill_mask=9),
+                 aug.ShiftScaleRotate(0.6, 0.9, 0, fill=3, fill_mask=7, p=0.5)):
+        steps = [aug.HorizontalFlip(), warp, aug.PadIfNeeded(36, 40, fill=5, fill_mask=8), aug.RandomCrop(36, 40)]
+        pipeline = aug.Compose(steps)
+        for seed in range(40):
+            pipeline.set_random_seed(seed)
+            out = pipeline(image, mask)
+            want_image, want_mask, after = stepwise(steps, seed, image, mask)
+            assert np.array_equal(out["image"].numpy(), want_image.transpose(2, 0, 1)), seed
+            assert np.array_equal(out["mask"].numpy(), want_mask), seed
+            assert pipeline.rng.random() == after, seed
+
+
+def test_nearest_warp_without_rotation_indexes_as_remap_does():
+    """The mask's warp by direct indexing (no rotation) is cv2.remap's nearest on 4.x's maps: whole frames and
+    windows, zoomed in and out, shifted partly and wholly out of the frame."""
+    mask = RNG(4).integers(0, 9, (37, 53), dtype=np.uint8)
+    for scale, dx, dy in ((0.5, 0.1, -0.1), (1.5, -0.1, 0.1), (1.0, 0.0, 0.0), (0.7, 2.0, 0.0), (3.0, 0.0, -1.5)):
+        matrix = aug.ShiftScaleRotate.matrix(mask.shape, 0.0, scale, dx, dy)
+        for rows, cols in ((None, None), (range(3, 30), range(10, 53)), (range(0, 1), range(52, 53))):
+            direct = warps.warp_affine(mask, matrix, cv2.INTER_NEAREST, 9, rows, cols)
+            rows_, cols_ = rows or range(37), cols or range(53)
+            maps = warps.affine_maps(matrix, mask.shape, cv2.INTER_NEAREST, rows_, cols_)
+            assert np.array_equal(direct, warps.remap(mask, maps, cv2.INTER_NEAREST, 9)), (scale, dx, dy, rows)

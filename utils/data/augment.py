@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.data.warps import affine_maps, perspective_maps, perspective_source, remap
+from utils.data.warps import perspective_maps, perspective_source, remap, warp_affine
 
 
 class Transform:
@@ -184,12 +184,37 @@ class ShiftScaleRotate(Transform):
         matrix[1, 2] += dy * h
         return matrix
 
-    def image(self, image, matrix):
-        return remap(image, affine_maps(matrix, image.shape[:2], cv2.INTER_LINEAR), cv2.INTER_LINEAR, self.fill)
+    def image(self, image, matrix, rows=None, cols=None):
+        return warp_affine(image, matrix, cv2.INTER_LINEAR, self.fill, rows, cols)
 
-    def mask(self, mask, matrix):
-        return remap(mask, affine_maps(matrix, mask.shape[:2], cv2.INTER_NEAREST), cv2.INTER_NEAREST,
-                     self.fill_mask)
+    def mask(self, mask, matrix, rows=None, cols=None):
+        return warp_affine(mask, matrix, cv2.INTER_NEAREST, self.fill_mask, rows, cols)
+
+
+def warp_pad_crop(rng, image, mask, warp, pad, random_crop):
+    """ShiftScaleRotate, PadIfNeeded, RandomCrop in a row (birds, skin lesions, LiTS): the same draws and the
+    same pixels as the three one after the other, but only the warped pixels the crop keeps are computed (each
+    warped pixel depends on its own position alone, utils/data/warps.py), and the pad is that of the window.
+    None where the warp does not run (its p), which leaves the three steps to run as they are."""
+    if warp.p < 1 and rng.random() >= warp.p:
+        return None
+    params = warp.params(rng, image)
+    (h, w), (ch, cw) = image.shape[:2], (random_crop.height, random_crop.width)
+    top, bottom, left, right = pad.params(rng, image)["pads"]  # the warp keeps the frame's size
+    padded = np.broadcast_to(np.uint8(0), (h + top + bottom, w + left + right))  # a shape, no pixels
+    starts = random_crop.params(rng, padded)["starts"]
+    y, x = int((padded.shape[0] - ch) * starts[0]) - top, int((padded.shape[1] - cw) * starts[1]) - left
+    rows, cols = range(max(0, y), min(h, y + ch)), range(max(0, x), min(w, x + cw))  # the window in the frame
+    if not rows or not cols:  # the crop holds no warped pixel: the three steps as they are
+        image, mask = warp.image(image, **params), warp.mask(mask, **params)
+        pads = {"pads": (top, bottom, left, right)}
+        image, mask = pad.image(image, **pads), pad.mask(mask, **pads)
+        return random_crop.image(image, starts), random_crop.mask(mask, starts)
+    image, mask = warp.image(image, **params, rows=rows, cols=cols), warp.mask(mask, **params, rows=rows, cols=cols)
+    window = (rows.start - y, y + ch - rows.stop, cols.start - x, x + cw - cols.stop)
+    if any(window):
+        image, mask = pad.image(image, window), pad.mask(mask, window)
+    return image, mask
 
 
 def order_points(points):
@@ -488,8 +513,19 @@ class Compose:
     def __call__(self, image, mask=None):
         if mask is None:  # an image alone (--predict): a blank mask rides along
             mask = np.zeros(image.shape[:2], np.uint8)
-        for t in self.transforms:
-            image, mask = t(self.rng, image, mask)
+        transforms, i = self.transforms, 0
+        while i < len(transforms):
+            if (type(transforms[i]) is ShiftScaleRotate and i + 2 < len(transforms)
+                    and type(transforms[i + 1]) is PadIfNeeded and type(transforms[i + 2]) is RandomCrop):
+                done = warp_pad_crop(self.rng, image, mask, *transforms[i:i + 3])
+                if done is not None:
+                    image, mask = done
+                    i += 3
+                    continue
+                i += 1  # the warp did not run: pad and crop as they are
+                continue
+            image, mask = transforms[i](self.rng, image, mask)
+            i += 1
         if image.ndim == 2:  # OpenCV drops a single channel's axis (grey images, --predict's one-channel stand-in)
             image = image[..., None]
         return {"image": torch.from_numpy(image.transpose(2, 0, 1)), "mask": torch.from_numpy(mask)}

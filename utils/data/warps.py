@@ -28,19 +28,49 @@ def positions(fx, fy, interpolation):
     return xy, ((fy & (TAB - 1)) * TAB).astype(np.uint16) + (fx & (TAB - 1)).astype(np.uint16)
 
 
-def affine_maps(matrix, size, interpolation):
-    """4.x's warpAffine positions of an (h, w) output: the inverse matrix scaled by 1024 (AB_BITS 10) and rounded
-    per column and per row, plus half a step, shifted down to 1/32 pixel (or whole pixels for nearest)."""
+def affine_positions(matrix, rows, cols, interpolation):
+    """4.x's warpAffine positions (before `positions`) of the output pixels rows x cols (two ranges): the inverse
+    matrix scaled by 1024 (AB_BITS 10) and rounded per column and per row, plus half a step, shifted down to
+    1/32 pixel (or whole pixels for nearest). Each pixel's position depends on its own row and column alone, so
+    any window of the output gets the numbers the whole frame would have there.
+
+    Without rotation (the released pipelines') x depends on the column alone and y on the row: a (1, w) and an
+    (h, 1) array, broadcast where they are used, the same numbers at a fraction of the work."""
     m = cv2.invertAffineTransform(matrix)
-    (h, w), shift = size, (10 if interpolation == cv2.INTER_NEAREST else 5)
-    x, y, half = np.arange(w), np.arange(h), 1 << (shift - 1)
+    shift = 10 if interpolation == cv2.INTER_NEAREST else 5
+    x, y, half = np.arange(cols.start, cols.stop), np.arange(rows.start, rows.stop), 1 << (shift - 1)
     column = lambda a: np.rint(a * x * 1024).astype(np.int32)[None]
     row = lambda b, c: (np.rint((b * y + c) * 1024).astype(np.int32) + half)[:, None]
-    # Without rotation (the released pipelines') x depends on the column alone and y on the row: 1-D arrays,
-    # broadcast once into the maps, the same numbers at a fraction of the work.
     fx = column(m[0, 0]) + (row(m[0, 1], m[0, 2])[:1] if m[0, 1] == 0 else row(m[0, 1], m[0, 2]))
     fy = (column(m[1, 0])[:, :1] if m[1, 0] == 0 else column(m[1, 0])) + row(m[1, 1], m[1, 2])
-    return positions(fx >> shift, fy >> shift, interpolation)
+    return fx >> shift, fy >> shift
+
+
+def affine_maps(matrix, size, interpolation, rows=None, cols=None):
+    """cv2.remap's maps of 4.x's warpAffine to an (h, w) output, or of its window rows x cols (ranges)."""
+    rows, cols = rows or range(size[0]), cols or range(size[1])
+    return positions(*affine_positions(matrix, rows, cols, interpolation), interpolation)
+
+
+def warp_affine(array, matrix, interpolation, fill, rows=None, cols=None):
+    """4.x's cv2.warpAffine of `array` onto its own size, constant border `fill`; or the window rows x cols
+    (ranges) of that output alone, the same pixels.
+
+    Nearest without rotation indexes rows and columns directly: the pixel at (y, x) is array[fy[y], fx[x]]
+    where both are inside the frame, `fill` elsewhere, as cv2.remap's nearest with a constant border."""
+    rows, cols = rows or range(array.shape[0]), cols or range(array.shape[1])
+    fx, fy = affine_positions(matrix, rows, cols, interpolation)
+    if interpolation != cv2.INTER_NEAREST or fx.shape[0] != 1 or fy.shape[1] != 1:
+        return remap(array, positions(fx, fy, interpolation), interpolation, fill)
+    # positions' int16 saturation, then remap's test of each position against the frame
+    fx, fy = (np.clip(v.ravel(), -2 ** 15, 2 ** 15 - 1) for v in (fx, fy))
+    inside_x, inside_y = (fx >= 0) & (fx < array.shape[1]), (fy >= 0) & (fy < array.shape[0])
+    out = array.take(np.where(inside_y, fy, 0), axis=0).take(np.where(inside_x, fx, 0), axis=1)
+    if not inside_x.all():
+        out[:, ~inside_x] = fill
+    if not inside_y.all():
+        out[~inside_y] = fill
+    return out
 
 
 def perspective_source(matrix, size):
