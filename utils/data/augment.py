@@ -88,11 +88,11 @@ class PadIfNeeded(Transform):
         top, left = int(max(0, self.min_height - rows) / 2.0), int(max(0, self.min_width - cols) / 2.0)
         return {"pads": (top, max(0, self.min_height - rows) - top, left, max(0, self.min_width - cols) - left)}
 
-    def image(self, image, pads):
-        return cv2.copyMakeBorder(image, *pads, cv2.BORDER_CONSTANT, value=(self.fill,) * 3)
+    def image(self, image, pads):  # a frame already large enough is not copied (Compose copies what it returns)
+        return cv2.copyMakeBorder(image, *pads, cv2.BORDER_CONSTANT, value=(self.fill,) * 3) if any(pads) else image
 
     def mask(self, mask, pads):
-        return cv2.copyMakeBorder(mask, *pads, cv2.BORDER_CONSTANT, value=self.fill_mask)
+        return cv2.copyMakeBorder(mask, *pads, cv2.BORDER_CONSTANT, value=self.fill_mask) if any(pads) else mask
 
 
 def crop(array, size, starts):
@@ -513,7 +513,7 @@ class Compose:
     def __call__(self, image, mask=None):
         if mask is None:  # an image alone (--predict): a blank mask rides along
             mask = np.zeros(image.shape[:2], np.uint8)
-        transforms, i = self.transforms, 0
+        transforms, i, given = self.transforms, 0, (image, mask)
         while i < len(transforms):
             if (type(transforms[i]) is ShiftScaleRotate and i + 2 < len(transforms)
                     and type(transforms[i + 1]) is PadIfNeeded and type(transforms[i + 2]) is RandomCrop):
@@ -526,6 +526,9 @@ class Compose:
                 continue
             image, mask = transforms[i](self.rng, image, mask)
             i += 1
+        # Steps that leave a frame as it is return it (a pad to a size it has), and crops are views: what is
+        # returned never shares the caller's arrays.
+        image, mask = (a.copy() if np.may_share_memory(a, b) else a for a, b in zip((image, mask), given))
         if image.ndim == 2:  # OpenCV drops a single channel's axis (grey images, --predict's one-channel stand-in)
             image = image[..., None]
         return {"image": torch.from_numpy(image.transpose(2, 0, 1)), "mask": torch.from_numpy(mask)}

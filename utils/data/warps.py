@@ -18,14 +18,26 @@ def remap(array, maps, interpolation, fill):
 
 
 def positions(fx, fy, interpolation):
-    """Integer source positions (in 1/32 pixel for bilinear) -> cv2.remap's (int16 xy, uint16 table index)."""
+    """Integer source positions (in 1/32 pixel for bilinear) -> cv2.remap's (int16 xy, uint16 table index).
+    `fx` and `fy` may be a row and a column (broadcast here) and may be overwritten."""
     xy = np.empty((*np.broadcast_shapes(fx.shape, fy.shape), 2), np.int16)
-    short = lambda v: np.clip(v, -2 ** 15, 2 ** 15 - 1)  # 4.x's saturate_cast<short>, where int16 would wrap
     if interpolation == cv2.INTER_NEAREST:
         xy[..., 0], xy[..., 1] = short(fx), short(fy)
         return xy, None
-    xy[..., 0], xy[..., 1] = short(fx >> 5), short(fy >> 5)
-    return xy, ((fy & (TAB - 1)) * TAB).astype(np.uint16) + (fx & (TAB - 1)).astype(np.uint16)
+    table = np.bitwise_or(low_bits(fy) << 5, low_bits(fx))  # (fy % 32) 32 + fx % 32, broadcast
+    xy[..., 0], xy[..., 1] = short(np.right_shift(fx, 5, out=fx)), short(np.right_shift(fy, 5, out=fy))
+    return xy, table
+
+
+def low_bits(v):
+    """v % 32 (v & 31) as uint16: the cast to uint16 keeps the low bits, and the rest runs on half the bytes."""
+    v = v.astype(np.uint16)
+    return np.bitwise_and(v, TAB - 1, out=v)
+
+
+def short(v):
+    """4.x's saturate_cast<short> (where int16 would wrap), in place."""
+    return np.clip(v, -2 ** 15, 2 ** 15 - 1, out=v)
 
 
 def affine_positions(matrix, rows, cols, interpolation):
@@ -79,15 +91,26 @@ def perspective_source(matrix, size):
     power of two is exact, so one computation serves the image and the mask."""
     m = cv2.invert(matrix)[1]
     x, y = np.arange(size[1], dtype=np.float64)[None], np.arange(size[0], dtype=np.float64)[:, None]
-    den = (m[2, 1] * y + m[2, 2]) + m[2, 0] * x
+    den = np.add(m[2, 1] * y + m[2, 2], m[2, 0] * x)
+    zero = den == 0
     with np.errstate(divide="ignore"):
-        inv = 1 / den
-    inv[den == 0] = 0
-    return tuple(((b * y + c) + a * x) * inv for a, b, c in m[:2])
+        inv = np.divide(1, den, out=den)  # in place: each step rounds as the expressions before it did
+    if zero.any():
+        inv[zero] = 0
+    source = []
+    for a, b, c in m[:2]:
+        v = np.add(b * y + c, a * x)
+        source.append(np.multiply(v, inv, out=v))
+    return tuple(source)
 
 
 def perspective_maps(source, interpolation):
     """cv2.remap's maps from `perspective_source`: rounded to 1/32 pixel for bilinear, to pixels for nearest."""
     scale = TAB if interpolation != cv2.INTER_NEAREST else 1
-    rounded = lambda v: np.rint(np.clip(v * scale, -2 ** 31, 2 ** 31 - 1)).astype(np.int32)
+
+    def rounded(v):  # rint(clip(v scale)) to int32, in one buffer
+        v = np.multiply(v, scale) if scale != 1 else v.copy()
+        np.clip(v, -2 ** 31, 2 ** 31 - 1, out=v)
+        return np.rint(v, out=v).astype(np.int32)
+
     return positions(*(rounded(v) for v in source), interpolation)
