@@ -7,8 +7,8 @@ augmentations, so two versions of the code are timed on the same work.
 
 `--baseline REV` times the augmentations of an earlier commit too (its utils/data/augment.py and warps.py, read
 with `git show`, loaded beside the current ones; the pipelines are this commit's, each step given the
-baseline's class of the same name), sample by sample alternately with the current code, so that a shared
-machine's load falls on both alike; each sample's outputs are compared and the run stops at the first that
+baseline's class of the same name), sample by sample alternately with the current code (each going first in turn), so
+that a shared machine's load falls on both alike; each sample's outputs are compared and the run stops at the first that
 differs.
 
 `--albumentations REV` (where albumentations 2.x is importable: the project no longer needs it) times the
@@ -146,17 +146,22 @@ def main(argv=None):
             time_pipeline(pipeline, image, mask, 3)  # warm-up
             times, old_times, albu_times = [], [], []
             for seed in range(args.samples):
-                seconds, out = run_pipeline(pipeline, image, mask, seed)
-                times.append(seconds)
+                # the pipelines take turns at going first (the first finds the frame colder in the caches)
+                order = ("new", "old", "albu") if seed % 2 == 0 else ("albu", "old", "new")
+                for which in order:
+                    if which == "new":
+                        seconds, out = run_pipeline(pipeline, image, mask, seed)
+                        times.append(seconds)
+                    elif which == "old" and old is not None:
+                        seconds, old_out = run_pipeline(old, image, mask, seed)
+                        old_times.append(seconds)
+                    elif which == "albu" and albu_pipeline is not None:
+                        albu_times.append(run_albumentations(albu_pipeline, image, mask, seed))
                 if old is not None:
-                    seconds, old_out = run_pipeline(old, image, mask, seed)
-                    old_times.append(seconds)
                     for key in ("image", "mask"):
                         if not (out[key].shape == old_out[key].shape and bool((out[key] == old_out[key]).all())):
                             raise SystemExit(f"{name} scale {scale:g} seed {seed}: the {key} differs from "
                                              f"{args.baseline}'s")
-                if albu_pipeline is not None:
-                    albu_times.append(run_albumentations(albu_pipeline, image, mask, seed))
             row = f"| {name} | {scale:g} | {1e3 * statistics.mean(times):.2f} | {1e3 * statistics.median(times):.2f} |"
             if old is not None:
                 row += (f" {1e3 * statistics.mean(old_times):.2f} | {1e3 * statistics.median(old_times):.2f} | "

@@ -293,7 +293,8 @@ class GaussNoise(Transform):
     def params(self, rng, image):
         sigma = rng.uniform(*self.var_limit) ** 0.5
         shape = image.shape if self.per_channel else (*image.shape[:2], 1)
-        return {"gauss": rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)}  # float32: half the work
+        gauss = rng.standard_normal(shape, dtype=np.float32)  # float32: half the work
+        return {"gauss": np.multiply(gauss, np.float32(sigma), out=gauss)}  # scaled in its own buffer
 
     def image(self, image, gauss):
         noisy = np.add(image, gauss, dtype=np.result_type(np.float32, gauss.dtype))
@@ -310,11 +311,14 @@ class AdditiveGaussianNoise(Transform):
 
     def params(self, rng, image):
         std = rng.uniform(*self.scale)
-        return {"noise": rng.standard_normal((*image.shape[:2], 1), dtype=np.float32) * np.float32(std)}
+        noise = rng.standard_normal((*image.shape[:2], 1), dtype=np.float32)
+        return {"noise": np.multiply(noise, np.float32(std), out=noise)}
 
     def image(self, image, noise):
-        noise = np.clip(np.round(noise), -255, 255).astype(np.int16)
-        return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        rounded = np.round(noise)
+        noise = np.clip(rounded, -255, 255, out=rounded).astype(np.int16)
+        noisy = np.add(image, noise, dtype=np.int16)
+        return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
 
 
 class CLAHE(Transform):
