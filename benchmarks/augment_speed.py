@@ -15,7 +15,8 @@ differs.
 albumentations 2.x pipelines of REV's utils/data/transforms.py as well, alternately too (the project's pipelines
 before it went to OpenCV with 1.0's laws: the same steps, other draws, so only the times compare).
 
-    python -m benchmarks.augment_speed --samples 100 --baseline edb5381 --albumentations 1c23b9f --out benchmarks/results/augment_speed_cpu.md
+    python -m benchmarks.augment_speed --samples 100 --baseline edb5381 --albumentations 1c23b9f \
+        --out benchmarks/results/augment_speed_cpu.md
 """
 from __future__ import annotations
 
@@ -129,8 +130,8 @@ def main(argv=None):
              f"numpy {np.__version__}.", "",
              f"Command: `{command_line('benchmarks.augment_speed', argv)}`", "",
              f"ms per sample of a 960x720 frame through `build_transforms(cls, \"train\", scale)`, "
-             f"{args.samples} seeded samples" + (f", each also through {args.baseline}'s augmentations" if baseline else "")
-             + ".", "",
+             f"{args.samples} seeded samples"
+             + (f", each also through {args.baseline}'s augmentations" if baseline else "") + ".", "",
              "| data set | scale | mean ms | median ms |" + (" baseline mean ms | baseline median ms | mean ratio |"
                                                               if baseline else ""),
              "|---|---|---|---|" + ("---|---|---|" if baseline else "")

@@ -226,3 +226,28 @@ def test_nearest_warp_without_rotation_indexes_as_remap_does():
             rows_, cols_ = rows or range(37), cols or range(53)
             maps = warps.affine_maps(matrix, mask.shape, cv2.INTER_NEAREST, rows_, cols_)
             assert np.array_equal(direct, warps.remap(mask, maps, cv2.INTER_NEAREST, 9)), (scale, dx, dy, rows)
+
+
+def test_perspective_maps_in_strips_are_the_whole_frame_s():
+    """The perspective source and maps, computed a strip of rows at a time, are the whole-frame expressions'
+    numbers (a frame of many strips; the second matrix has output pixels where w is 0)."""
+    for matrix in (cv2.getPerspectiveTransform(np.float32([[3, 2], [610, 9], [590, 470], [8, 455]]),
+                                               np.float32([[0, 0], [620, 0], [620, 480], [0, 480]])),
+                   np.array([[1.0, 0.2, 3.0], [0.1, 1.0, -4.0], [0.0, 0.004, -1.0]])):
+        size = (480, 620)
+        m = cv2.invert(matrix)[1]
+        x, y = np.arange(size[1], dtype=np.float64)[None], np.arange(size[0], dtype=np.float64)[:, None]
+        den = (m[2, 1] * y + m[2, 2]) + m[2, 0] * x
+        with np.errstate(divide="ignore"):
+            inv = 1 / den
+        inv[den == 0] = 0
+        whole = [((b * y + c) + a * x) * inv for a, b, c in m[:2]]
+        source = warps.perspective_source(matrix, size)
+        assert len(warps.strips(*size)) > 1 and all(np.array_equal(s, v) for s, v in zip(source, whole))
+        for interpolation, scale in ((cv2.INTER_LINEAR, 32), (cv2.INTER_NEAREST, 1)):
+            rounded = [np.rint(np.clip(v * scale, -2 ** 31, 2 ** 31 - 1)).astype(np.int32) for v in whole]
+            want = warps.positions(*rounded, interpolation)
+            got = warps.perspective_maps(source, interpolation)
+            assert np.array_equal(got[0], want[0]) and got[0].dtype == np.int16
+            assert (got[1] is None and want[1] is None) or (np.array_equal(got[1], want[1])
+                                                             and got[1].dtype == np.uint16)

@@ -20,13 +20,19 @@ def remap(array, maps, interpolation, fill):
 def positions(fx, fy, interpolation):
     """Integer source positions (in 1/32 pixel for bilinear) -> cv2.remap's (int16 xy, uint16 table index).
     `fx` and `fy` may be a row and a column (broadcast here) and may be overwritten."""
-    xy = np.empty((*np.broadcast_shapes(fx.shape, fy.shape), 2), np.int16)
-    if interpolation == cv2.INTER_NEAREST:
-        xy[..., 0], xy[..., 1] = short(fx), short(fy)
-        return xy, None
-    table = np.bitwise_or(low_bits(fy) << 5, low_bits(fx))  # (fy % 32) 32 + fx % 32, broadcast
-    xy[..., 0], xy[..., 1] = short(np.right_shift(fx, 5, out=fx)), short(np.right_shift(fy, 5, out=fy))
+    shape = np.broadcast_shapes(fx.shape, fy.shape)
+    xy = np.empty((*shape, 2), np.int16)
+    table = None if interpolation == cv2.INTER_NEAREST else np.empty(shape, np.uint16)
+    fill_positions(fx, fy, interpolation, xy, table)
     return xy, table
+
+
+def fill_positions(fx, fy, interpolation, xy, table):
+    """`positions` into given xy and table arrays (fx and fy overwritten)."""
+    if interpolation != cv2.INTER_NEAREST:
+        np.bitwise_or(low_bits(fy) << 5, low_bits(fx), out=table)  # (fy % 32) 32 + fx % 32, broadcast
+        fx, fy = np.right_shift(fx, 5, out=fx), np.right_shift(fy, 5, out=fy)
+    xy[..., 0], xy[..., 1] = short(fx), short(fy)
 
 
 def low_bits(v):
@@ -85,32 +91,59 @@ def warp_affine(array, matrix, interpolation, fill, rows=None, cols=None):
     return out
 
 
+STRIP = 1 << 15  # elements per strip of the perspective maps: temporaries that stay in the caches
+
+
+def strips(h, w):
+    """Row ranges of an (h, w) frame, about STRIP elements each."""
+    step = max(1, STRIP // max(w, 1))
+    return [slice(r, min(h, r + step)) for r in range(0, h, step)]
+
+
 def perspective_source(matrix, size):
     """The source (x, y) of each pixel of an (h, w) output under 4.x's warpPerspective: the inverse homography's
     x / w and y / w in float64 (0 where w is 0). 4.x scaled them by 32 for bilinear before rounding; scaling by a
-    power of two is exact, so one computation serves the image and the mask."""
+    power of two is exact, so one computation serves the image and the mask.
+
+    Computed a strip of rows at a time into the two outputs, each step on the strip in place: every number is
+    the same expression of its row and column as over the whole frame, (b y + c) + a x and 1 / ((e y + f) + d x)."""
     m = cv2.invert(matrix)[1]
-    x, y = np.arange(size[1], dtype=np.float64)[None], np.arange(size[0], dtype=np.float64)[:, None]
-    den = np.add(m[2, 1] * y + m[2, 2], m[2, 0] * x)
-    zero = den == 0
-    with np.errstate(divide="ignore"):
-        inv = np.divide(1, den, out=den)  # in place: each step rounds as the expressions before it did
-    if zero.any():
-        inv[zero] = 0
-    source = []
-    for a, b, c in m[:2]:
-        v = np.add(b * y + c, a * x)
-        source.append(np.multiply(v, inv, out=v))
-    return tuple(source)
+    (h, w), x = size, np.arange(size[1], dtype=np.float64)[None]
+    source = np.empty((2, h, w))
+    terms = [(m[k, 0] * x, m[k, 1], m[k, 2]) for k in range(3)]  # a x once, per row b y + c
+    inv = np.empty((min(h, max(1, STRIP // max(w, 1))), w))
+    for rows in strips(h, w):
+        y = np.arange(rows.start, rows.stop, dtype=np.float64)[:, None]
+        den = inv[:rows.stop - rows.start]
+        ax, b, c = terms[2]
+        np.add(b * y + c, ax, out=den)
+        zero = den == 0
+        with np.errstate(divide="ignore"):
+            np.divide(1, den, out=den)
+        if zero.any():
+            den[zero] = 0
+        for k in range(2):
+            ax, b, c = terms[k]
+            out = source[k, rows]
+            np.add(b * y + c, ax, out=out)
+            np.multiply(out, den, out=out)
+    return source[0], source[1]
 
 
 def perspective_maps(source, interpolation):
-    """cv2.remap's maps from `perspective_source`: rounded to 1/32 pixel for bilinear, to pixels for nearest."""
-    scale = TAB if interpolation != cv2.INTER_NEAREST else 1
-
-    def rounded(v):  # rint(clip(v scale)) to int32, in one buffer
-        v = np.multiply(v, scale) if scale != 1 else v.copy()
-        np.clip(v, -2 ** 31, 2 ** 31 - 1, out=v)
-        return np.rint(v, out=v).astype(np.int32)
-
-    return positions(*(rounded(v) for v in source), interpolation)
+    """cv2.remap's maps from `perspective_source`: rounded to 1/32 pixel for bilinear, to pixels for nearest;
+    a strip of rows at a time (rint(clip(v scale)) to int32, then `positions`' steps), into the two maps."""
+    nearest = interpolation == cv2.INTER_NEAREST
+    scale, (h, w) = (1 if nearest else TAB), source[0].shape
+    xy, table = np.empty((h, w, 2), np.int16), None if nearest else np.empty((h, w), np.uint16)
+    n = min(h, max(1, STRIP // max(w, 1)))
+    real, ints = np.empty((n, w)), np.empty((2, n, w), np.int32)
+    for rows in strips(h, w):
+        k = rows.stop - rows.start
+        for v, i in zip(source, ints[:, :k]):
+            np.multiply(v[rows], scale, out=real[:k])
+            np.clip(real[:k], -2 ** 31, 2 ** 31 - 1, out=real[:k])
+            np.rint(real[:k], out=real[:k])
+            np.copyto(i, real[:k], casting="unsafe")  # astype(np.int32)
+        fill_positions(ints[0, :k], ints[1, :k], interpolation, xy[rows], None if nearest else table[rows])
+    return xy, table
