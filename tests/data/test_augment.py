@@ -228,9 +228,10 @@ def test_nearest_warp_without_rotation_indexes_as_remap_does():
             assert np.array_equal(direct, warps.remap(mask, maps, cv2.INTER_NEAREST, 9)), (scale, dx, dy, rows)
 
 
-def test_perspective_maps_in_strips_are_the_whole_frame_s():
+def test_perspective_maps_in_strips_are_the_whole_frame_s(monkeypatch):
     """The perspective source and maps, computed a strip of rows at a time, are the whole-frame expressions'
     numbers (a frame of many strips; the second matrix has output pixels where w is 0)."""
+    monkeypatch.setattr(warps, "STRIP", 1 << 13)
     for matrix in (cv2.getPerspectiveTransform(np.float32([[3, 2], [610, 9], [590, 470], [8, 455]]),
                                                np.float32([[0, 0], [620, 0], [620, 480], [0, 480]])),
                    np.array([[1.0, 0.2, 3.0], [0.1, 1.0, -4.0], [0.0, 0.004, -1.0]])):
