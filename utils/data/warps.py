@@ -72,7 +72,7 @@ def affine_positions(matrix, rows, cols, interpolation):
 
 def affine_maps(matrix, size, interpolation, rows=None, cols=None):
     """cv2.remap's maps of 4.x's warpAffine to an (h, w) output, or of its window rows x cols (ranges)."""
-    rows, cols = rows or range(size[0]), cols or range(size[1])
+    rows, cols = range(size[0]) if rows is None else rows, range(size[1]) if cols is None else cols
     return positions(*affine_positions(matrix, rows, cols, interpolation), interpolation)
 
 
@@ -82,7 +82,8 @@ def warp_affine(array, matrix, interpolation, fill, rows=None, cols=None):
 
     Nearest without rotation indexes rows and columns directly: the pixel at (y, x) is array[fy[y], fx[x]]
     where both are inside the frame, `fill` elsewhere, as cv2.remap's nearest with a constant border."""
-    rows, cols = rows or range(array.shape[0]), cols or range(array.shape[1])
+    rows = range(array.shape[0]) if rows is None else rows
+    cols = range(array.shape[1]) if cols is None else cols
     fx, fy = affine_positions(matrix, rows, cols, interpolation)
     if interpolation != cv2.INTER_NEAREST or fx.shape[0] != 1 or fy.shape[1] != 1:
         return remap(array, positions(fx, fy, interpolation), interpolation, fill)
