@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import main as main_py
-from benchmarks import afma_pieces, afma_speed, epoch_speed, train_speed
+from benchmarks import afma_pieces, afma_speed, augment_speed, epoch_speed, train_speed
 from utils.data.datasets import CamVid
 
 TINY = ["--size", "32", "64", "--steps", "1", "--warmup", "0", "--encoder", "resnet18", "--patch-size", "4",
@@ -260,3 +260,12 @@ def test_flops_count_the_int8_count_as_its_float_form():
     as_ints = afma_speed.flops(lambda: count_row_nonzeros(image, feature, dtype=torch.int8))
     as_floats = afma_speed.flops(lambda: count_row_nonzeros(image, feature, dtype=torch.float32))
     assert as_ints == as_floats == 2 * (2 * 30) * 16 * 20  # 2 m k n over the (classes x rows) image rows
+
+
+def test_augment_speed_writes_table(tmp_path):
+    """benchmarks.augment_speed times seeded samples of a data set's training pipeline and writes its table."""
+    out = tmp_path / "results" / "augment.md"
+    augment_speed.main(["--samples", "2", "--datasets", "birds", "--scales", "0.25", "--out", str(out)])
+    table = out.read_text()
+    assert "| data set | scale | mean ms | median ms |" in table
+    assert re.search(r"\| birds \| 0.25 \| [0-9.]+ \| [0-9.]+ \|", table)

@@ -184,3 +184,71 @@ def test_positions_far_outside_the_frame_stay_outside():
     image = np.full((8, 8, 3), 200, np.uint8)
     out = warps.remap(image, warps.positions(far[:, :1], far[:, 1:], cv2.INTER_LINEAR), cv2.INTER_LINEAR, 7)
     assert out.shape == (1, 1, 3) and (out == 7).all()
+
+
+def stepwise(transforms, seed, image, mask):
+    """A pipeline's steps one after the other, as Compose ran them before it fused the warp, pad and crop."""
+    rng = RNG(seed)
+    for t in transforms:
+        image, mask = t(rng, image, mask)
+    return image, mask, rng.random()
+
+
+@pytest.mark.parametrize("frame", [(72, 96), (40, 30), (33, 35)])
+def test_warp_pad_crop_is_the_three_steps(frame):
+    """Compose's fused ShiftScaleRotate + PadIfNeeded + RandomCrop (the warp computed only where the crop keeps
+    it) gives the pixels and leaves the generator where the three steps one after the other do: crops inside
+    the frame, crops that pad, a warp with p < 1 that sometimes does not run, a zoom far out of the frame."""
+    rng = RNG(3)
+    image = rng.integers(0, 256, (*frame, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, frame, dtype=np.uint8)
+    for warp in (aug.ShiftScaleRotate(0.1, 0.5, 0, fill=0, fill_mask=9),
+                 aug.ShiftScaleRotate(0.6, 0.9, 0, fill=3, fill_mask=7, p=0.5)):
+        steps = [aug.HorizontalFlip(), warp, aug.PadIfNeeded(36, 40, fill=5, fill_mask=8), aug.RandomCrop(36, 40)]
+        pipeline = aug.Compose(steps)
+        for seed in range(40):
+            pipeline.set_random_seed(seed)
+            out = pipeline(image, mask)
+            want_image, want_mask, after = stepwise(steps, seed, image, mask)
+            assert np.array_equal(out["image"].numpy(), want_image.transpose(2, 0, 1)), seed
+            assert np.array_equal(out["mask"].numpy(), want_mask), seed
+            assert pipeline.rng.random() == after, seed
+
+
+def test_nearest_warp_without_rotation_indexes_as_remap_does():
+    """The mask's warp by direct indexing (no rotation) is cv2.remap's nearest on 4.x's maps: whole frames and
+    windows, zoomed in and out, shifted partly and wholly out of the frame."""
+    mask = RNG(4).integers(0, 9, (37, 53), dtype=np.uint8)
+    for scale, dx, dy in ((0.5, 0.1, -0.1), (1.5, -0.1, 0.1), (1.0, 0.0, 0.0), (0.7, 2.0, 0.0), (3.0, 0.0, -1.5)):
+        matrix = aug.ShiftScaleRotate.matrix(mask.shape, 0.0, scale, dx, dy)
+        for rows, cols in ((None, None), (range(3, 30), range(10, 53)), (range(0, 1), range(52, 53))):
+            direct = warps.warp_affine(mask, matrix, cv2.INTER_NEAREST, 9, rows, cols)
+            rows_, cols_ = rows or range(37), cols or range(53)
+            maps = warps.affine_maps(matrix, mask.shape, cv2.INTER_NEAREST, rows_, cols_)
+            assert np.array_equal(direct, warps.remap(mask, maps, cv2.INTER_NEAREST, 9)), (scale, dx, dy, rows)
+
+
+def test_perspective_maps_in_strips_are_the_whole_frame_s(monkeypatch):
+    """The perspective source and maps, computed a strip of rows at a time, are the whole-frame expressions'
+    numbers (a frame of many strips; the second matrix has output pixels where w is 0)."""
+    monkeypatch.setattr(warps, "STRIP", 1 << 13)
+    for matrix in (cv2.getPerspectiveTransform(np.float32([[3, 2], [610, 9], [590, 470], [8, 455]]),
+                                               np.float32([[0, 0], [620, 0], [620, 480], [0, 480]])),
+                   np.array([[1.0, 0.2, 3.0], [0.1, 1.0, -4.0], [0.0, 0.004, -1.0]])):
+        size = (480, 620)
+        m = cv2.invert(matrix)[1]
+        x, y = np.arange(size[1], dtype=np.float64)[None], np.arange(size[0], dtype=np.float64)[:, None]
+        den = (m[2, 1] * y + m[2, 2]) + m[2, 0] * x
+        with np.errstate(divide="ignore"):
+            inv = 1 / den
+        inv[den == 0] = 0
+        whole = [((b * y + c) + a * x) * inv for a, b, c in m[:2]]
+        source = warps.perspective_source(matrix, size)
+        assert len(warps.strips(*size)) > 1 and all(np.array_equal(s, v) for s, v in zip(source, whole))
+        for interpolation, scale in ((cv2.INTER_LINEAR, 32), (cv2.INTER_NEAREST, 1)):
+            rounded = [np.rint(np.clip(v * scale, -2 ** 31, 2 ** 31 - 1)).astype(np.int32) for v in whole]
+            want = warps.positions(*rounded, interpolation)
+            got = warps.perspective_maps(source, interpolation)
+            assert np.array_equal(got[0], want[0]) and got[0].dtype == np.int16
+            assert (got[1] is None and want[1] is None) or (np.array_equal(got[1], want[1])
+                                                             and got[1].dtype == np.uint16)

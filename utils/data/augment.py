@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.data.warps import affine_maps, perspective_maps, perspective_source, remap
+from utils.data.warps import perspective_maps, perspective_source, remap, warp_affine
 
 
 class Transform:
@@ -88,11 +88,11 @@ class PadIfNeeded(Transform):
         top, left = int(max(0, self.min_height - rows) / 2.0), int(max(0, self.min_width - cols) / 2.0)
         return {"pads": (top, max(0, self.min_height - rows) - top, left, max(0, self.min_width - cols) - left)}
 
-    def image(self, image, pads):
-        return cv2.copyMakeBorder(image, *pads, cv2.BORDER_CONSTANT, value=(self.fill,) * 3)
+    def image(self, image, pads):  # a frame already large enough is not copied (Compose copies what it returns)
+        return cv2.copyMakeBorder(image, *pads, cv2.BORDER_CONSTANT, value=(self.fill,) * 3) if any(pads) else image
 
     def mask(self, mask, pads):
-        return cv2.copyMakeBorder(mask, *pads, cv2.BORDER_CONSTANT, value=self.fill_mask)
+        return cv2.copyMakeBorder(mask, *pads, cv2.BORDER_CONSTANT, value=self.fill_mask) if any(pads) else mask
 
 
 def crop(array, size, starts):
@@ -184,12 +184,37 @@ class ShiftScaleRotate(Transform):
         matrix[1, 2] += dy * h
         return matrix
 
-    def image(self, image, matrix):
-        return remap(image, affine_maps(matrix, image.shape[:2], cv2.INTER_LINEAR), cv2.INTER_LINEAR, self.fill)
+    def image(self, image, matrix, rows=None, cols=None):
+        return warp_affine(image, matrix, cv2.INTER_LINEAR, self.fill, rows, cols)
 
-    def mask(self, mask, matrix):
-        return remap(mask, affine_maps(matrix, mask.shape[:2], cv2.INTER_NEAREST), cv2.INTER_NEAREST,
-                     self.fill_mask)
+    def mask(self, mask, matrix, rows=None, cols=None):
+        return warp_affine(mask, matrix, cv2.INTER_NEAREST, self.fill_mask, rows, cols)
+
+
+def warp_pad_crop(rng, image, mask, warp, pad, random_crop):
+    """ShiftScaleRotate, PadIfNeeded, RandomCrop in a row (birds, skin lesions, LiTS): the same draws and the
+    same pixels as the three one after the other, but only the warped pixels the crop keeps are computed (each
+    warped pixel depends on its own position alone, utils/data/warps.py), and the pad is that of the window.
+    None where the warp does not run (its p), which leaves the three steps to run as they are."""
+    if warp.p < 1 and rng.random() >= warp.p:
+        return None
+    params = warp.params(rng, image)
+    (h, w), (ch, cw) = image.shape[:2], (random_crop.height, random_crop.width)
+    top, bottom, left, right = pad.params(rng, image)["pads"]  # the warp keeps the frame's size
+    padded = np.broadcast_to(np.uint8(0), (h + top + bottom, w + left + right))  # a shape, no pixels
+    starts = random_crop.params(rng, padded)["starts"]
+    y, x = int((padded.shape[0] - ch) * starts[0]) - top, int((padded.shape[1] - cw) * starts[1]) - left
+    rows, cols = range(max(0, y), min(h, y + ch)), range(max(0, x), min(w, x + cw))  # the window in the frame
+    if not rows or not cols:  # the crop holds no warped pixel: the three steps as they are
+        image, mask = warp.image(image, **params), warp.mask(mask, **params)
+        pads = {"pads": (top, bottom, left, right)}
+        image, mask = pad.image(image, **pads), pad.mask(mask, **pads)
+        return random_crop.image(image, starts), random_crop.mask(mask, starts)
+    image, mask = warp.image(image, **params, rows=rows, cols=cols), warp.mask(mask, **params, rows=rows, cols=cols)
+    window = (rows.start - y, y + ch - rows.stop, cols.start - x, x + cw - cols.stop)
+    if any(window):
+        image, mask = pad.image(image, window), pad.mask(mask, window)
+    return image, mask
 
 
 def order_points(points):
@@ -268,7 +293,8 @@ class GaussNoise(Transform):
     def params(self, rng, image):
         sigma = rng.uniform(*self.var_limit) ** 0.5
         shape = image.shape if self.per_channel else (*image.shape[:2], 1)
-        return {"gauss": rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)}  # float32: half the work
+        gauss = rng.standard_normal(shape, dtype=np.float32)  # float32: half the work
+        return {"gauss": np.multiply(gauss, np.float32(sigma), out=gauss)}  # scaled in its own buffer
 
     def image(self, image, gauss):
         noisy = np.add(image, gauss, dtype=np.result_type(np.float32, gauss.dtype))
@@ -285,11 +311,14 @@ class AdditiveGaussianNoise(Transform):
 
     def params(self, rng, image):
         std = rng.uniform(*self.scale)
-        return {"noise": rng.standard_normal((*image.shape[:2], 1), dtype=np.float32) * np.float32(std)}
+        noise = rng.standard_normal((*image.shape[:2], 1), dtype=np.float32)
+        return {"noise": np.multiply(noise, np.float32(std), out=noise)}
 
     def image(self, image, noise):
-        noise = np.clip(np.round(noise), -255, 255).astype(np.int16)
-        return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        rounded = np.round(noise)
+        noise = np.clip(rounded, -255, 255, out=rounded).astype(np.int16)
+        noisy = np.add(image, noise, dtype=np.int16)
+        return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
 
 
 class CLAHE(Transform):
@@ -488,8 +517,22 @@ class Compose:
     def __call__(self, image, mask=None):
         if mask is None:  # an image alone (--predict): a blank mask rides along
             mask = np.zeros(image.shape[:2], np.uint8)
-        for t in self.transforms:
-            image, mask = t(self.rng, image, mask)
+        transforms, i, given = self.transforms, 0, (image, mask)
+        while i < len(transforms):
+            if (type(transforms[i]) is ShiftScaleRotate and i + 2 < len(transforms)
+                    and type(transforms[i + 1]) is PadIfNeeded and type(transforms[i + 2]) is RandomCrop):
+                done = warp_pad_crop(self.rng, image, mask, *transforms[i:i + 3])
+                if done is not None:
+                    image, mask = done
+                    i += 3
+                    continue
+                i += 1  # the warp did not run: pad and crop as they are
+                continue
+            image, mask = transforms[i](self.rng, image, mask)
+            i += 1
+        # Steps that leave a frame as it is return it (a pad to a size it has), and crops are views: what is
+        # returned never shares the caller's arrays.
+        image, mask = (a.copy() if np.may_share_memory(a, b) else a for a, b in zip((image, mask), given))
         if image.ndim == 2:  # OpenCV drops a single channel's axis (grey images, --predict's one-channel stand-in)
             image = image[..., None]
         return {"image": torch.from_numpy(image.transpose(2, 0, 1)), "mask": torch.from_numpy(mask)}
