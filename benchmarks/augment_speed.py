@@ -1,6 +1,6 @@
 """Milliseconds per sample of each data set's training augmentation (utils/data/transforms.py), on the CPU.
 
-One synthetic 960x720 frame (seeded noise image, seeded class mask) goes through `build_transforms(cls, "train",
+One synthetic frame (960x720 unless --frame-size; seeded noise image, seeded class mask) goes through `build_transforms(cls, "train",
 scale)` for N seeded samples (`set_random_seed(i)`, i = 0..N-1, as the loader seeds each sample), each timed
 alone; the table gives the mean and the median per data set and scale. The same seeds draw the same
 augmentations, so two versions of the code are timed on the same work.
@@ -45,6 +45,17 @@ def frame(size=(720, 960), classes=3, seed=0):
     image = cv2.GaussianBlur(rng.integers(0, 256, (*size, 3), dtype=np.uint8), (5, 5), 0)
     mask = (cv2.GaussianBlur(rng.random(size, dtype=np.float32), (31, 31), 0) * 1000).astype(np.int64) % classes
     return image, mask.astype(np.uint8)
+
+
+def frame_size(text):
+    """--frame-size HxW -> (h, w)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 1024x2048") from None
+    if min(h, w) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive")
+    return h, w
 
 
 def baseline_module(rev):
@@ -114,6 +125,8 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=100, help="seeded samples per data set and scale")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--frame-size", type=frame_size, default=(720, 960), metavar="HxW",
+                        help="the input frame, height x width (Cityscapes' own: 1024x2048; default 720x960, CamVid's)")
     parser.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads (a loader worker's: 1)")
     parser.add_argument("--label", default="", help="a name for the code measured, in the heading")
     parser.add_argument("--baseline", help="a commit whose augmentations are timed too, alternately")
@@ -121,7 +134,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     args = parser.parse_args(argv)
     cv2.setNumThreads(args.threads)
-    image, mask = frame()
+    image, mask = frame(args.frame_size)
     baseline = baseline_module(args.baseline) if args.baseline else None
     albu = albumentations_transforms(args.albumentations) if args.albumentations else None
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -129,7 +142,7 @@ def main(argv=None):
              f"Machine: {cpu_model()}, {cpu_cores()} cores, cv2 {cv2.__version__} with {args.threads} thread(s), "
              f"numpy {np.__version__}.", "",
              f"Command: `{command_line('benchmarks.augment_speed', argv)}`", "",
-             f"ms per sample of a 960x720 frame through `build_transforms(cls, \"train\", scale)`, "
+             f"ms per sample of a {args.frame_size[0]}x{args.frame_size[1]} (height x width) frame through `build_transforms(cls, \"train\", scale)`, "
              f"{args.samples} seeded samples"
              + (f", each also through {args.baseline}'s augmentations" if baseline else "") + ".", "",
              "| data set | scale | mean ms | median ms |" + (" baseline mean ms | baseline median ms | mean ratio |"
