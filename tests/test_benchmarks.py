@@ -269,3 +269,28 @@ def test_augment_speed_writes_table(tmp_path):
     table = out.read_text()
     assert "| data set | scale | mean ms | median ms |" in table
     assert re.search(r"\| birds \| 0.25 \| [0-9.]+ \| [0-9.]+ \|", table)
+
+
+def test_augment_speed_times_the_frame_size_it_is_given(tmp_path, monkeypatch):
+    """--frame-size HxW is the frame the pipeline receives (Cityscapes' own is 1024x2048), named in the table."""
+    shapes, build = [], augment_speed.build_transforms
+
+    class Recording:
+        def __init__(self, *args):
+            self.pipeline = build(*args)
+
+        def set_random_seed(self, seed):
+            self.pipeline.set_random_seed(seed)
+
+        def __call__(self, image, mask):
+            shapes.append(image.shape)
+            return self.pipeline(image, mask)
+
+    monkeypatch.setattr(augment_speed, "build_transforms", Recording)
+    out = tmp_path / "augment.md"
+    augment_speed.main(["--samples", "1", "--datasets", "birds", "--scales", "0.25", "--frame-size", "60x80",
+                        "--out", str(out)])
+    assert shapes and set(shapes) == {(60, 80, 3)}
+    assert "a 60x80 (height x width) frame" in out.read_text()
+    with pytest.raises(SystemExit):
+        augment_speed.main(["--frame-size", "60x0"])
