@@ -10,6 +10,7 @@ import main
 import utils.config as config_module
 from models import ATTENTION_DEPTHS
 from tests.conftest import FAST, ROOT
+from utils.apps.evaluate import checkpoint_run
 from utils.config import SETTING, SETTINGS, RunConfig, Setting, check_checkpoint_flags, check_resume_flags, \
     make_config, setting_defaults
 from utils.errors import UsageError
@@ -165,7 +166,7 @@ def test_loss_weights_reach_the_criterion_of_training_and_evaluation(tiny_camvid
     assert (config["ce_weight"], config["mse_weight"]) == (2.5, 0.5) and config["sources"]["ce_weight"] == "flag"
     # Evaluating the checkpoint reports the loss it was trained with, or the one a flag gives.
     for extra, expected in (([], (2.5, 0.5)), (["--ce-weight", "1"], (1.0, 0.5))):
-        evaluated, _, _ = main.checkpoint_run(*main.parse_args(["--checkpoint", str(run / "best.pt"), *extra]))
+        evaluated, _, _ = checkpoint_run(*main.parse_args(["--checkpoint", str(run / "best.pt"), *extra]), main.DEFAULTS)
         assert (evaluated.ce_weight, evaluated.mse_weight) == expected
     assert main.main(["--checkpoint", str(run / "best.pt"), "--data-dir", str(tiny_camvid), "--workers", "0"]) == 0
     assert made[-1] == (2.5, 0.5)

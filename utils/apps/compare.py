@@ -22,18 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models import ARCHITECTURES, build_model, variant_name
-from utils.apps.train import Resume, build_network, check_sizes, load_splits, log, train
+from utils.apps.train import build_network, check_sizes, load_splits, log, train
 from utils.config import RunConfig
 from utils.data.datasets import dataset_class
 from utils.fingerprint import data_changes, split_record
 from utils.engine import distributed
-from utils.engine.checkpoint import Stage, run_status
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
 from utils.errors import Interrupted, UsageError
 from utils.files import write_atomic, write_json
 from utils.labels import scored_classes
 from utils.metrics import BUCKETS
 from utils.reporting import plots, stats
+from utils.run_folder import Resume, Stage, run_status
 
 RECORD = "comparison.json"
 
