@@ -183,6 +183,7 @@ def run(args, explicit) -> int:
 
 def compare(args, explicit) -> int:
     from utils.apps.compare import compare as run_comparison, parse_archs
+    from utils.apps.train import train
 
     archs = parse_archs(args.compare)
     depths = parse_depths(explicit.get("att_depth", ATT_DEPTH))
@@ -209,7 +210,7 @@ def compare(args, explicit) -> int:
     for key in CROP_SIZES:  # the data set's own sizes: as a comparison recorded before the size flags existed
         if not identity[key]:
             identity.pop(key)
-    run_comparison(archs, depths, out_dir, make_run, identity, seeds, args.allow_changed_run, args.overwrite)
+    run_comparison(archs, depths, out_dir, make_run, train, identity, seeds, args.allow_changed_run, args.overwrite)
     return 0
 
 

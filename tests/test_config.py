@@ -111,19 +111,19 @@ def test_make_config_neither_prints_nor_reaches_the_hub(no_hub, capsys, fallback
 
 def test_the_network_gets_the_pretrained_weights_and_their_normalisation(monkeypatch):
     """build_network, not make_config, reads the weights' normalisation (their config on the hub)."""
-    import utils.apps.train as training
+    import utils.network as network
 
     def normalisation(encoder, weights):
         return ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)) if weights else ((0.1, 0.1, 0.1), (0.2, 0.2, 0.2))
 
     built = []
     monkeypatch.setattr(config_module, "normalisation", normalisation)
-    monkeypatch.setattr(training, "build_model", lambda **kwargs: built.append(kwargs))
+    monkeypatch.setattr(network, "build_model", lambda **kwargs: built.append(kwargs))
     config = new_run("--encoder-weights", "imagenet")
     assert config.model.mean == (0.1, 0.1, 0.1)  # random initialisation's, until the weights are fetched
-    _, fetched = training.build_network(config)
+    _, fetched = network.build_network(config)
     assert fetched.model.mean == tuple(built[-1]["mean"]) == (0.5, 0.5, 0.5) and built[-1]["encoder_weights"] == "imagenet"
-    _, resumed = training.build_network(config, pretrained=False)  # its weights and spec are the checkpoint's
+    _, resumed = network.build_network(config, pretrained=False)  # its weights and spec are the checkpoint's
     assert resumed == config and "encoder_weights" not in built[-1]
 
 

@@ -269,7 +269,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     `saved_data`, those of the run or checkpoint, serve where the folder has none (a classes file left behind).
 
     It neither prints nor reaches the hub: the model's normalisation is random initialisation's (ImageNet's);
-    `utils.apps.train.build_network` fetches the pretrained weights and puts their own normalisation in.
+    `utils.network.build_network` fetches the pretrained weights and puts their own normalisation in.
     """
     s, sources = settings, dict(sources or {})
     if s["dataset"] not in DATASET_TYPES:

@@ -4,16 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from models import build_model
-from utils.apps.train import check_sizes, load_splits, log
 from utils.config import CROP_SIZES, RunConfig, check_checkpoint_flags, check_unused, layer_settings, make_config
-from utils.data.loaders import make_loader
+from utils.data.loaders import load_splits, make_loader
 from utils.engine import distributed
 from utils.engine.checkpoint import checkpoint_spec, load_checkpoint, load_model_state
 from utils.engine.device import setup_device
+from utils.engine.distributed import log
 from utils.engine.evaluate import evaluate
 from utils.engine.setup import prepare_run
 from utils.errors import CheckpointError
 from utils.files import write_json
+from utils.network import check_sizes
 from utils.reporting.tables import format_table
 from utils.run_folder import prepare_run_dir, saved_config
 
