@@ -17,7 +17,6 @@ the constants below; config.json records which.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -27,9 +26,10 @@ from pathlib import Path
 try:  # the libraries take seconds to load, before any stop handler exists: a Ctrl-C then is one line too
     from models import ARCHITECTURES, check_encoder_fits
     from utils.config import CROP_SIZES, PRESETS, RESUMABLE, SETTING, SETTINGS, RunConfig, check_checkpoint_flags, \
-        check_resume_flags, check_unused, layer_settings, make_config, parse_depths, setting_defaults
+        check_unused, layer_settings, make_config, parse_depths, setting_defaults
     from utils.engine import distributed
-    from utils.errors import AFMAError, CheckpointError, Interrupted, Terminated, UsageError
+    from utils.errors import AFMAError, Interrupted, Terminated, UsageError
+    from utils.run_folder import requeued_run, restarted, resumed_run
     from utils.signals import exit_code, late, settle, stop_name, stop_signals
 except KeyboardInterrupt:
     if __name__ != "__main__":
@@ -122,140 +122,6 @@ def new_run(args, explicit) -> RunConfig:
     return make_config(settings, sources, args.preset)
 
 
-def resumed_run(args, explicit, status=None):
-    """The run in --resume RUN_DIR with its own settings, less what the flags may change (`status`: the folder's
-    run_status, when the caller has it already)."""
-    from utils.apps.train import Resume
-    from utils.engine.checkpoint import Stage, run_status
-
-    run_dir = Path(args.resume)
-    if run_dir.is_file():
-        raise UsageError(f"--resume {run_dir} is a file: give the run's folder, --resume {run_dir.parent}")
-    last = run_dir / "last.pt"
-    if "output_dir" in explicit and Path(explicit["output_dir"]) != run_dir:
-        raise UsageError(f"--resume {run_dir} continues in that folder: leave out --output-dir {explicit['output_dir']}")
-    if args.preset:
-        raise UsageError(f"--resume {run_dir} keeps the run's own settings: leave out --preset {args.preset}")
-    claim_first(run_dir)
-    status = status or run_status(run_dir)
-    state = status.last
-    if state:
-        saved = saved_config(state["config"], last)
-    elif status.stage() is Stage.STARTED:
-        saved = saved_config(json.loads((run_dir / "config.json").read_text()), run_dir / "config.json")
-        distributed.log(f"{run_dir} has no checkpoint yet (it stopped during its first epoch): starting it again from epoch 1 "
-            f"with its saved settings")
-    else:
-        raise UsageError(f"--resume {run_dir}: no last.pt there; give the folder of a run started by main.py")
-    check_resume_flags(saved, explicit, run_dir)
-    settings, _ = layer_settings(DEFAULTS, explicit, saved=saved.settings())
-    sources = saved.sources | dict.fromkeys(explicit, "flag")  # where each value first came from
-    # Its weights come from last.pt: no download of pretrained ones (offline nodes resume too).
-    config = make_config(settings | {"output_dir": str(run_dir), "encoder_weights": "none"}, sources, saved.preset,
-                         saved_data=saved.model.dataset_params)
-    found, then = config.model.dataset_params, saved.model.dataset_params
-    # CamVid's other copy, an edited classes.json (a run saved before the spec recorded them is not checked).
-    if then is not None and found != then and not args.allow_changed_run:
-        raise UsageError(f"--resume {run_dir}: the data in {config.data_dir} is not what the run started on (its "
-                         f"{config.dataset} parameters are {found}, the run's {then}); give the run's data, or pass "
-                         f"--allow-changed-run to resume anyway")
-    config = config.replace(model=saved.model, encoder_weights=saved.encoder_weights)  # exactly the model it was
-    if state and state["epoch"] > config.epochs:
-        raise UsageError(f"--epochs {config.epochs}: {run_dir} has already trained {state['epoch']} epochs")
-    if status.stage(config.epochs) is Stage.FINISHED:
-        more = "" if "epochs" in explicit else f"; give --epochs N (more than {state['epoch']}) to train it on"
-        raise UsageError(f"{run_dir} has already trained and tested its {state['epoch']} epochs{more}")
-    if status.stage(config.epochs) is Stage.TRAINED:
-        distributed.log(f"{run_dir} finished training but not its final evaluation: evaluating the best epoch now")
-    return config, Resume(run_dir, state, args.allow_changed_run)
-
-
-def claim_first(run_dir: Path) -> None:
-    """--resume of a run folder takes its claim before saying anything of it: a run still going there is refused
-    as in use, not first described from the files it is writing (rank 0 claims; train() then holds it)."""
-    from utils.apps.train import claim_problem
-    from utils.engine.checkpoint import CLAIM
-
-    run_files = [run_dir / name for name in (CLAIM, "config.json", "last.pt")]
-    if distributed.launched_rank() != 0 or not any(path.is_file() for path in run_files):
-        return  # no run's folder: the status check says what it is
-    problem = claim_problem(run_dir, "--resume")
-    if problem:
-        raise UsageError(problem)
-
-
-def restarted() -> bool:
-    """A torchrun restart of the process group (--max-restarts): the same command, after a rank failed."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-
-
-def requeued_run(args, explicit):
-    """--resume-if-exists or a torchrun restart: the run in --output-dir, continued if it is this command's.
-    Returns (config, Resume), "finished", or None (no run there yet: start it)."""
-    from utils.engine.checkpoint import Stage, run_status
-
-    run_dir = Path(explicit["output_dir"])
-    status = run_status(run_dir)
-    if not status.last:  # empty, or stopped before its first checkpoint: the new run (re)starts there
-        return None
-    new, saved = new_run(args, explicit), saved_config(status.last["config"], run_dir / "last.pt")
-    now, then = new.settings(), saved.settings()
-    changed = [key for key in now if key not in (*RESUMABLE, "output_dir") and now[key] != then[key]]
-    if changed:
-        key = changed[0]
-        raise UsageError(f"--output-dir {run_dir} holds a run with other settings (--{key.replace('_', '-')} "
-                         f"{then[key]!r} there, {now[key]!r} now): choose another folder, or continue that run with "
-                         f"--resume {run_dir}")
-    if status.epoch == new.epochs and status.stage(new.epochs) is Stage.FINISHED:
-        distributed.log(f"{run_dir} has already trained and tested its {status.epoch} epochs: nothing to do")
-        return "finished"
-    flags = {key: value for key, value in explicit.items() if key in RESUMABLE}
-    flags |= {"epochs": new.epochs} if new.epochs != saved.epochs else {}  # the command's length, given or not
-    resume = argparse.Namespace(**{**vars(args), "resume": str(run_dir), "preset": None})
-    return resumed_run(resume, flags, status)
-
-
-def saved_config(data: dict, path: Path) -> RunConfig:
-    try:
-        return RunConfig.from_dict(data)
-    except (KeyError, TypeError, ValueError) as error:
-        raise UsageError(f"{path} does not hold the settings of a run written by this version of main.py "
-                         f"({type(error).__name__}: {error}); start a new run") from None
-
-
-def checkpoint_run(args, explicit):
-    """The config of evaluating --checkpoint: its model and scale, the flags' data, device and output."""
-    from utils.engine.checkpoint import checkpoint_spec, load_checkpoint
-
-    path = Path(args.checkpoint)
-    refuse_unused(args, explicit, "evaluate", f"--checkpoint {path} evaluates the model it holds")
-    state = load_checkpoint(path)
-    spec = checkpoint_spec(state, path)
-    check_checkpoint_flags(spec, explicit, path)
-    saved = saved_config(state["config"], path).settings()
-    # What describes the data and the model comes from the checkpoint; how to run, from this machine's defaults.
-    for key in ("device", "workers", "tf32", "compile", "output_dir"):
-        saved.pop(key)
-    saved["encoder_weights"] = "none"  # the weights are the file's: nothing to download
-    if explicit.get("dataset", saved["dataset"]) != saved["dataset"]:  # another data set: at its own crop sizes
-        saved |= dict.fromkeys(CROP_SIZES, "")
-    settings, sources = layer_settings(DEFAULTS, explicit, saved=saved, saved_source="checkpoint")
-    config = make_config(settings, sources, saved_data=spec.dataset_params)
-    if tuple(config.classes) != tuple(spec.classes):
-        raise CheckpointError(f"--dataset {config.dataset} has the classes {list(config.classes)}, but {path} was "
-                              f"trained on {list(spec.classes)}: evaluate it on a data set with the same classes")
-    sizes = dict(dataset=config.dataset, dataset_params=config.model.dataset_params, scale=config.model.scale,
-                 train_size=config.model.train_size, eval_size=config.model.eval_size)
-    return config.replace(model=spec.replace(**sizes)), path, state
-
-
-def refuse_unused(args, explicit, action: str, why: str) -> None:
-    """Evaluating and predicting refuse the flags they would ignore (training settings, --preset)."""
-    if args.preset:
-        raise UsageError(f"{why}: leave out --preset {args.preset} (a training recipe)")
-    check_unused(explicit, action, why)
-
-
 def run(args, explicit) -> int:
     actions = [f"--{name}" for name in ("resume", "compare", "predict") if getattr(args, name)]
     if len(actions) > 1 or (args.checkpoint and actions and actions != ["--predict"]):
@@ -280,7 +146,7 @@ def run(args, explicit) -> int:
 
         if not args.checkpoint:
             raise UsageError("--predict PATH needs --checkpoint RUN_DIR/best.pt")
-        refuse_unused(args, explicit, "predict", "--predict takes its model from --checkpoint")
+        check_unused(explicit, "predict", "--predict takes its model from --checkpoint", args.preset)
         check_checkpoint_flags(checkpoint_spec(load_checkpoint(args.checkpoint), Path(args.checkpoint)), explicit,
                                Path(args.checkpoint))
         if "scale" in explicit:
@@ -293,19 +159,19 @@ def run(args, explicit) -> int:
         print(f"wrote {len(written)} files to {written[0].parent}" if written else "nothing to write")
         return 0
     if args.checkpoint:
-        from utils.apps.evaluate import evaluate_checkpoint
+        from utils.apps.evaluate import checkpoint_run, evaluate_checkpoint
 
-        evaluate_checkpoint(*checkpoint_run(args, explicit))
+        evaluate_checkpoint(*checkpoint_run(args, explicit, DEFAULTS))
         return 0
     if args.compare:
         return compare(args, explicit)
     from utils.apps.train import train
 
     if args.resume:
-        train(*resumed_run(args, explicit))
+        train(*resumed_run(args, explicit, DEFAULTS))
         return 0
     if (args.resume_if_exists or restarted()) and explicit.get("output_dir"):
-        requeued = requeued_run(args, explicit)
+        requeued = requeued_run(args, explicit, DEFAULTS)
         if requeued == "finished":
             return 0
         if requeued:
@@ -317,6 +183,7 @@ def run(args, explicit) -> int:
 
 def compare(args, explicit) -> int:
     from utils.apps.compare import compare as run_comparison, parse_archs
+    from utils.apps.train import train
 
     archs = parse_archs(args.compare)
     depths = parse_depths(explicit.get("att_depth", ATT_DEPTH))
@@ -343,7 +210,7 @@ def compare(args, explicit) -> int:
     for key in CROP_SIZES:  # the data set's own sizes: as a comparison recorded before the size flags existed
         if not identity[key]:
             identity.pop(key)
-    run_comparison(archs, depths, out_dir, make_run, identity, seeds, args.allow_changed_run, args.overwrite)
+    run_comparison(archs, depths, out_dir, make_run, train, identity, seeds, args.allow_changed_run, args.overwrite)
     return 0
 
 
@@ -381,7 +248,7 @@ def main(argv=None, process_ends: bool = False) -> int:
 
 def outcome(args, explicit) -> tuple[int, str | None]:
     """Run the action: (exit status, the line that says how it ended). Every stop ends here, whenever it lands:
-    its line says what it left (a run's own, from utils.apps.train.interrupted, or one of these)."""
+    its line says what it left (a run's own, from utils.run_folder.interrupted, or one of these)."""
     done = False
     try:
         try:

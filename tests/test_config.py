@@ -10,6 +10,7 @@ import main
 import utils.config as config_module
 from models import ATTENTION_DEPTHS
 from tests.conftest import FAST, ROOT
+from utils.apps.evaluate import checkpoint_run
 from utils.config import SETTING, SETTINGS, RunConfig, Setting, check_checkpoint_flags, check_resume_flags, \
     make_config, setting_defaults
 from utils.errors import UsageError
@@ -110,19 +111,19 @@ def test_make_config_neither_prints_nor_reaches_the_hub(no_hub, capsys, fallback
 
 def test_the_network_gets_the_pretrained_weights_and_their_normalisation(monkeypatch):
     """build_network, not make_config, reads the weights' normalisation (their config on the hub)."""
-    import utils.apps.train as training
+    import utils.network as network
 
     def normalisation(encoder, weights):
         return ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)) if weights else ((0.1, 0.1, 0.1), (0.2, 0.2, 0.2))
 
     built = []
     monkeypatch.setattr(config_module, "normalisation", normalisation)
-    monkeypatch.setattr(training, "build_model", lambda **kwargs: built.append(kwargs))
+    monkeypatch.setattr(network, "build_model", lambda **kwargs: built.append(kwargs))
     config = new_run("--encoder-weights", "imagenet")
     assert config.model.mean == (0.1, 0.1, 0.1)  # random initialisation's, until the weights are fetched
-    _, fetched = training.build_network(config)
+    _, fetched = network.build_network(config)
     assert fetched.model.mean == tuple(built[-1]["mean"]) == (0.5, 0.5, 0.5) and built[-1]["encoder_weights"] == "imagenet"
-    _, resumed = training.build_network(config, pretrained=False)  # its weights and spec are the checkpoint's
+    _, resumed = network.build_network(config, pretrained=False)  # its weights and spec are the checkpoint's
     assert resumed == config and "encoder_weights" not in built[-1]
 
 
@@ -165,7 +166,7 @@ def test_loss_weights_reach_the_criterion_of_training_and_evaluation(tiny_camvid
     assert (config["ce_weight"], config["mse_weight"]) == (2.5, 0.5) and config["sources"]["ce_weight"] == "flag"
     # Evaluating the checkpoint reports the loss it was trained with, or the one a flag gives.
     for extra, expected in (([], (2.5, 0.5)), (["--ce-weight", "1"], (1.0, 0.5))):
-        evaluated, _, _ = main.checkpoint_run(*main.parse_args(["--checkpoint", str(run / "best.pt"), *extra]))
+        evaluated, _, _ = checkpoint_run(*main.parse_args(["--checkpoint", str(run / "best.pt"), *extra]), main.DEFAULTS)
         assert (evaluated.ce_weight, evaluated.mse_weight) == expected
     assert main.main(["--checkpoint", str(run / "best.pt"), "--data-dir", str(tiny_camvid), "--workers", "0"]) == 0
     assert made[-1] == (2.5, 0.5)

@@ -10,6 +10,7 @@ import main
 from tests.data.test_folder_dataset import CLASSES, make_folder
 from utils.config import SETTING, check_resume_flags, make_config
 from utils.data.transforms import network_size
+from utils.apps.evaluate import checkpoint_run
 from utils.engine.checkpoint import checkpoint_spec, load_checkpoint
 from utils.errors import CheckpointError, UsageError
 
@@ -92,16 +93,16 @@ def test_a_checkpoint_carries_the_sizes_to_its_evaluation_with_nothing_else(data
     assert checkpoint_spec(load_checkpoint(path), path).dataset_params == config.model.dataset_params
     (data / "classes.json").unlink()  # the checkpoint alone describes the data set
     args, explicit = main.parse_args(["--checkpoint", str(path), "--data-dir", str(data), "--workers", "0"])
-    evaluated, _, _ = main.checkpoint_run(args, explicit)
+    evaluated, _, _ = checkpoint_run(args, explicit, main.DEFAULTS)
     assert evaluated.model.dataset_params["eval_size"] == [96, 128] and evaluated.model.eval_size == config.model.eval_size
     assert (evaluated.train_size, evaluated.eval_size) == ("64x64", "96x128")
     # The classes file back with its own sizes: the run's flags still rule, as they did in training.
     (data / "classes.json").write_text(json.dumps(CLASSES))
-    assert main.checkpoint_run(args, explicit)[0].model.dataset_params == config.model.dataset_params
+    assert checkpoint_run(args, explicit, main.DEFAULTS)[0].model.dataset_params == config.model.dataset_params
     # On another data set its sizes stay behind: the classes decide (a published data set's sizes are the paper's).
     args, explicit = main.parse_args(["--checkpoint", str(path), "--dataset", "camvid", "--workers", "0"])
     with pytest.raises(CheckpointError, match="--dataset camvid has the classes"):
-        main.checkpoint_run(args, explicit)
+        checkpoint_run(args, explicit, main.DEFAULTS)
     # The sizes are the checkpoint's: evaluating does not take them.
     assert "leave out --eval-size" in refusal(capsys, "--checkpoint", str(path), "--eval-size", "64x64")
 

@@ -135,7 +135,7 @@ def test_a_full_disk_at_the_claim_is_one_line_naming_the_lock(tiny_camvid, tmp_p
         def write(self, text):
             raise OSError(errno.ENOSPC, FULL)
 
-    monkeypatch.setattr("utils.apps.train.open", FullLock, raising=False)
+    monkeypatch.setattr("utils.run_folder.open", FullLock, raising=False)
     run = tmp_path / "run"
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 2
     assert one_error_line(capsys) == f"error: {run / '.lock'} cannot be written ({FULL}): free space, or choose a " \

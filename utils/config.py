@@ -166,8 +166,11 @@ def setting_defaults(constants: dict) -> dict:
     return {s.name: constants[s.name.upper()] for s in SETTINGS}
 
 
-def check_unused(explicit: dict, action: str, why: str) -> None:
-    """Refuse, naming them, the flags that `action` ("evaluate" or "predict") would ignore without a word."""
+def check_unused(explicit: dict, action: str, why: str, preset: str | None = None) -> None:
+    """Refuse, naming them, the flags that `action` ("evaluate" or "predict") would ignore without a word, and a
+    --preset (a training recipe)."""
+    if preset:
+        raise UsageError(f"{why}: leave out --preset {preset} (a training recipe)")
     unused = [FLAGS[key] for key in explicit if key not in CHECKPOINT_MODEL and action not in SETTING[key].uses]
     if unused:
         used = [s.flag for s in SETTINGS if action in s.uses]
@@ -266,7 +269,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     `saved_data`, those of the run or checkpoint, serve where the folder has none (a classes file left behind).
 
     It neither prints nor reaches the hub: the model's normalisation is random initialisation's (ImageNet's);
-    `utils.apps.train.build_network` fetches the pretrained weights and puts their own normalisation in.
+    `utils.network.build_network` fetches the pretrained weights and puts their own normalisation in.
     """
     s, sources = settings, dict(sources or {})
     if s["dataset"] not in DATASET_TYPES:

@@ -6,6 +6,7 @@ import cv2
 import pytest
 
 import main
+import utils.run_folder as run_folder
 from tests.conftest import FAST, SAMPLE
 from utils.errors import UsageError
 
@@ -79,7 +80,7 @@ def test_a_config_saved_before_channels_were_settings_resumes_as_rgb():
     for key in ("mean", "std", "tile", "tile_overlap"):
         del saved[key]
     del saved["model"]["in_channels"]
-    again = main.saved_config(saved, "config.json")
+    again = run_folder.saved_config(saved, "config.json")
     assert again.model.in_channels == 3 and again.settings()["mean"] == "auto" and again.settings()["in_channels"] == 3
 
 

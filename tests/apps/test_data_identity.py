@@ -112,7 +112,7 @@ def test_a_comparison_refused_for_its_data_writes_nothing_and_the_corrected_comm
     image.write_bytes(good)
     import utils.apps.compare as comparison
 
-    monkeypatch.setattr(comparison, "finish", lambda config, allow_changed: {"refused": "after the claim"})
+    monkeypatch.setattr(comparison, "finish", lambda config, train, allow_changed: {"refused": "after the claim"})
     with pytest.raises(KeyError):  # past every check and the claim: the report finds no results
         compare(tiny_camvid, out)
     assert json.loads((out / "comparison.json").read_text())["scale"] == 0.125

@@ -10,6 +10,7 @@ import torch
 
 import main
 from tests.conftest import FAST, ROOT
+from utils.apps.evaluate import checkpoint_run
 from utils.errors import Terminated
 
 pytestmark = pytest.mark.e2e  # runs of main.py: trained, stopped by signals, resumed, evaluated
@@ -142,7 +143,7 @@ def test_a_checkpoint_trained_on_a_gpu_is_evaluated_with_this_machines_device_an
     assert main.main(["--checkpoint", str(run / "gpu.pt"), "--data-dir", str(tiny_camvid), "--workers", "0",
                       "--output-dir", str(out)]) == 0  # on a CPU-only machine too
     args, explicit = main.parse_args(["--checkpoint", str(run / "gpu.pt"), "--data-dir", str(tiny_camvid)])
-    config, _, _ = main.checkpoint_run(args, explicit)
+    config, _, _ = checkpoint_run(args, explicit, main.DEFAULTS)
     assert config.device == ("cuda" if torch.cuda.is_available() else "cpu") and config.workers != 15
     assert config.sources["device"] == "default" and config.sources["scale"] == "checkpoint"
 
@@ -195,16 +196,16 @@ def test_a_stop_while_the_figures_are_drawn_says_so_and_resume_draws_them(tiny_c
 
 
 def test_under_torchrun_the_stop_line_gives_the_torchrun_command_with_the_runs_processes(tmp_path, monkeypatch):
-    import utils.apps.train as training
+    import utils.run_folder as run_folder
 
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"epoch": 3, "config": {"epochs": 10}}, run / "last.pt")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    message = str(training.interrupted(run, KeyboardInterrupt()))
+    message = str(run_folder.interrupted(run, KeyboardInterrupt()))
     assert message.endswith(f"(epoch 3) is kept; continue with: torchrun --nproc_per_node 2 main.py --resume {run}")
     monkeypatch.setenv("WORLD_SIZE", "8")  # two nodes of 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert "torchrun --nnodes 2 (and your rendezvous flags) --nproc_per_node 4 main.py" in str(
-        training.interrupted(run, Terminated()))
+        run_folder.interrupted(run, Terminated()))

@@ -162,14 +162,14 @@ def test_the_depth_study_trains_the_baseline_once_and_an_interrupted_comparison_
     (out / "comparison.md").unlink()
     baseline = (out / "fpn-baseline" / "last.pt").stat().st_mtime_ns
     # A stop inside one of its runs says how the whole comparison goes on, not only that run.
-    from utils.apps import compare
+    import utils.apps.train as training
     from utils.errors import Interrupted
 
     def stopped(config, resume=None):
         raise Interrupted(f"interrupted: continue with: python main.py --resume {config.output_dir}", 130)
 
     with monkeypatch.context() as patch:
-        patch.setattr(compare, "train", stopped)
+        patch.setattr(training, "train", stopped)
         capsys.readouterr()
         assert main.main(argv) == 130
     said = capsys.readouterr().err.strip().splitlines()

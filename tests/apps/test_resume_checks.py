@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import main
-import utils.apps.train as training
+import utils.run_folder as run_folder
 from tests.conftest import FAST
 from utils.errors import Terminated
 
@@ -113,7 +113,7 @@ def test_only_rank_0_reports_errors_and_stops(tmp_path, monkeypatch, capsys):
 
 def test_the_stop_message_names_the_epoch_the_folder_holds_on_every_rank(trained):
     # Every rank says what last.pt holds, not what its own saver wrote (ranks other than 0 write nothing).
-    message = str(training.interrupted(trained, Terminated(), 2))  # stopped while being trained on to epoch 2
+    message = str(run_folder.interrupted(trained, Terminated(), 2))  # stopped while being trained on to epoch 2
     assert f"{trained / 'last.pt'} (epoch 1) is kept; continue with: python main.py --resume {trained}" in message
     (trained / "last.pt").unlink()
-    assert "before the first checkpoint" in str(training.interrupted(trained, KeyboardInterrupt()))
+    assert "before the first checkpoint" in str(run_folder.interrupted(trained, KeyboardInterrupt()))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import main
-import utils.apps.train as training
+import utils.run_folder as run_folder
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.e2e  # runs of main.py against a folder another process holds
@@ -49,9 +49,7 @@ def test_a_second_run_in_a_claimed_folder_is_refused_naming_the_owner(tiny_camvi
 def test_a_dead_runs_claim_does_not_block_resume_but_a_live_one_does(tiny_camvid, tmp_path, capsys):
     run = tmp_path / "run"
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 0
-    import utils.apps.train as training
-
-    training.release_claim(run)  # as if that run's process had ended
+    run_folder.release_claim(run)  # as if that run's process had ended
     holder = hold_claim(run)
     try:
         assert main.main(["--resume", str(run), "--epochs", "2"]) == 2
@@ -71,7 +69,7 @@ def test_an_existing_read_only_output_dir_is_one_line(tiny_camvid, tmp_path, mon
         def read_only(path, *args, **kwargs):
             raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-        monkeypatch.setattr(training, "open", read_only, raising=False)
+        monkeypatch.setattr(run_folder, "open", read_only, raising=False)
     assert main.main([*FAST, "--data-dir", str(tiny_camvid), "--epochs", "1", "--output-dir", str(run)]) == 2
     message = capsys.readouterr().err
     assert message.startswith(f"error: --output-dir {run.resolve()} cannot be written") and message.count("\n") == 1
@@ -97,10 +95,10 @@ def test_resume_of_a_run_still_going_is_refused_before_anything_is_said_of_it(ti
 
 def test_runs_started_in_the_same_second_without_output_dir_get_a_folder_each(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(training, "run_dir_name", lambda config: "runs/camvid-unet-resnet18-afma2-20260101-120000")
+    monkeypatch.setattr(run_folder, "run_dir_name", lambda config: "runs/camvid-unet-resnet18-afma2-20260101-120000")
     args, explicit = main.parse_args([*FAST, "--epochs", "1"])
     config = main.new_run(args, explicit)
-    first, second = training.prepare_run_dir(config), training.prepare_run_dir(config)
+    first, second = run_folder.prepare_run_dir(config), run_folder.prepare_run_dir(config)
     assert (first.name, second.name) == ("camvid-unet-resnet18-afma2-20260101-120000",
                                          "camvid-unet-resnet18-afma2-20260101-120000-2")
     assert first.is_dir() and second.is_dir()

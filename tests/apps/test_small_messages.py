@@ -6,7 +6,7 @@ import pytest
 import main
 from tests.conftest import FAST
 from tests.test_errors import offline  # noqa: F401 - the fixture
-from utils.apps.train import build_network
+from utils.network import build_network
 
 
 def test_resume_given_a_checkpoint_file_names_its_folder(tmp_path, capsys):

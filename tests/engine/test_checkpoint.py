@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from models import build_model
-from utils.engine.checkpoint import CheckpointSaver, Progress, Stage, adopt_newer_best, load_checkpoint, load_model, \
-    run_status, save
+from utils.engine.checkpoint import CheckpointSaver, Progress, adopt_newer_best, load_checkpoint, load_model, save
+from utils.run_folder import Stage, run_status
 from utils.engine.seeding import rng_state, set_rng_state
 from utils.errors import CheckpointError
 from utils.files import write_json

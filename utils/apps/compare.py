@@ -22,18 +22,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models import ARCHITECTURES, build_model, variant_name
-from utils.apps.train import Resume, build_network, check_sizes, load_splits, log, train
 from utils.config import RunConfig
 from utils.data.datasets import dataset_class
+from utils.data.loaders import load_splits
 from utils.fingerprint import data_changes, split_record
 from utils.engine import distributed
-from utils.engine.checkpoint import Stage, run_status
+from utils.engine.distributed import log
 from utils.engine.evaluate import PER_IMAGE_FILE, read_per_image
 from utils.errors import Interrupted, UsageError
 from utils.files import write_atomic, write_json
 from utils.labels import scored_classes
 from utils.metrics import BUCKETS
+from utils.network import build_network, check_sizes
 from utils.reporting import plots, stats
+from utils.run_folder import Resume, Stage, run_status
 
 RECORD = "comparison.json"
 
@@ -48,11 +50,12 @@ def run_name(arch: str, depth: int | None, seed: int | None) -> str:
 
 
 def compare(archs: list[str], depths: list[int], out_dir: Path,
-            make_run: Callable[[str, int | None, int | None, Path], RunConfig], settings: dict,
-            seeds: list[int] | None = None, allow_changed: bool = False, overwrite: bool = False) -> Path:
+            make_run: Callable[[str, int | None, int | None, Path], RunConfig], train: Callable[..., dict],
+            settings: dict, seeds: list[int] | None = None, allow_changed: bool = False, overwrite: bool = False) -> Path:
     """Train (or reuse, or resume) every run of the comparison and write comparison.md and one plot per arch.
 
-    `make_run(arch, depth, seed, run_dir)` gives a run's checked config (seed None: the --seed one); `seeds`
+    `make_run(arch, depth, seed, run_dir)` gives a run's checked config (seed None: the --seed one); `train(config,
+    resume=None)` trains a run (utils.apps.train.train, given by main.py: an app imports no other app); `seeds`
     (None: just that one) are the same for every model, so the runs pair seed by seed; `settings` and the data's
     fingerprint identify the comparison: a folder holding another comparison's record is refused, naming the first
     difference; one of other data is trained anew with `overwrite` (--overwrite). `allow_changed`: resume runs on
@@ -72,7 +75,7 @@ def compare(archs: list[str], depths: list[int], out_dir: Path,
     identity = settings | {"data": {split: split_record(data) for split, data in splits.items()}}
     claim_folder(out_dir, identity, [Path(config.output_dir) for config in configs.values()], overwrite)
     try:
-        runs = {key: finish(config, allow_changed) for key, config in configs.items()}
+        runs = {key: finish(config, train, allow_changed) for key, config in configs.items()}
     except Interrupted as stop:  # its line names one run; the whole comparison goes on from the same command
         raise Interrupted(f"{stop} (or run the same --compare command again: it keeps the finished runs and "
                           f"continues this one)", stop.exit_code) from None
@@ -161,8 +164,8 @@ def start_again(out_dir: Path, run_dirs: list[Path]) -> None:
         report.unlink(missing_ok=True)
 
 
-def finish(config: RunConfig, allow_changed: bool = False) -> dict:
-    """A finished run's metrics, or the run trained (resumed where it has a last.pt)."""
+def finish(config: RunConfig, train: Callable[..., dict], allow_changed: bool = False) -> dict:
+    """A finished run's metrics, or the run trained by `train` (resumed where it has a last.pt)."""
     run_dir = Path(config.output_dir)
     status = run_status(run_dir)
     if status.last and status.epoch > config.epochs:  # every model of the table trains the same number of epochs

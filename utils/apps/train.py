@@ -5,15 +5,9 @@ Everything that can be wrong with the settings or the data fails before the run 
 from __future__ import annotations
 
 import datetime
-import fcntl
-import itertools
-import json
 import math
-import os
 import platform
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,36 +16,28 @@ import segmentation_models_pytorch as smp
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from models import ARCHITECTURES, WeightsUnavailable, build_model
-from utils.config import LR_GAMMA, RunConfig, input_normalisation, run_dir_name
-from utils.data.datasets import dataset_class
-from utils.data.loaders import close_loaders, make_loader
-from utils.data.transforms import build_transforms
+from utils.config import LR_GAMMA, RunConfig
+from utils.data.loaders import close_loaders, load_splits, make_loader
 from utils.engine import distributed
 from utils.engine.distributed import log
-from utils.engine.checkpoint import CLAIM, CheckpointSaver, Progress, kept_progress, load_checkpoint, \
-    load_model_state, restore_training, run_changes, stopped_before_first_checkpoint, trained_on, training_state
+from utils.engine.checkpoint import CheckpointSaver, Progress, load_checkpoint, load_model_state, restore_training, \
+    trained_on, training_state
 from utils.engine.device import setup_device
 from utils.engine.evaluate import evaluate, write_per_image
 from utils.engine.seeding import rng_state
 from utils.engine.setup import prepare_run
 from utils.engine.train import train_one_epoch
-from utils.errors import Interrupted, NonFiniteLoss, Terminated, UsageError
+from utils.errors import NonFiniteLoss, Terminated, UsageError
 from utils.files import remove_partial_writes, write_csv, write_json
+from utils.network import build_network, check_sizes
 from utils.reporting import plots
 from utils.reporting.run_figures import draw_run_figures
 from utils.reporting.tables import format_table
-from utils.signals import exit_code, stop_name
+from utils.run_folder import Resume, check_same_run, claim_problem, finished_metrics, interrupted, kept_checkpoints, \
+    prepare_run_dir
 
 FIGURE_IMAGES = 3  # test images shown in predictions.png
 CURVES_EVERY_S = 30  # curves.png is redrawn after an epoch when this long has passed since the last drawing
-
-
-@dataclass(frozen=True)
-class Resume:
-    run_dir: Path
-    state: dict | None  # last.pt; None for a run stopped before its first checkpoint (it starts over)
-    allow_changed: bool = False  # --allow-changed-run: resume on other data or another number of processes
 
 
 def train(config: RunConfig, resume: Resume | None = None) -> dict:
@@ -161,225 +147,10 @@ def train_in(run_dir: Path, config: RunConfig, device, model, splits: dict, reco
     return results
 
 
-def finished_metrics(run_dir: Path, epoch: int) -> list[dict]:
-    """When a finished run is extended (--resume RUN --epochs N), the summary of its earlier finish."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return []
-    metrics = json.loads(path.read_text())
-    run = metrics.get("run", {})
-    if run.get("epochs") != epoch:
-        return []
-    return [{**run, "val_miou": metrics["val"]["miou"], "test_miou": metrics["test"]["miou"]}]
-
-
 def optimisation(model, config: RunConfig):
     """The authors' optimiser, Adam without weight decay, and the learning rate's steps at config.milestones."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), gamma=LR_GAMMA)
-
-
-def build_network(config: RunConfig, pretrained: bool = True):
-    """The model, and the config with the normalisation its weights expect (their config, from the hub). The one
-    place of the fallback: if the weights cannot be fetched and --allow-random-init is on, random initialisation."""
-    weights = config.encoder_weights if pretrained else None  # a resumed run's come from last.pt, and its spec
-    if weights is None:
-        return build_model(**config.model.to_dict()), config
-    try:
-        mean, std = input_normalisation(config.dataset, config.model.encoder_name, weights, config.model.in_channels,
-                                        config.mean, config.std)
-        if config.model.in_channels != 3:
-            log(f"note: --in-channels {config.model.in_channels} with {weights} weights: SMP adapts the encoder's "
-                f"first convolution (1 channel: the RGB filters summed; N: the RGB filters in turn, scaled by 3/N); "
-                f"the AFMA image branch starts from random weights as always")
-        fetched = config.replace(model=config.model.replace(mean=mean, std=std))
-        return build_model(encoder_weights=weights, **fetched.model.to_dict()), fetched
-    except WeightsUnavailable as error:
-        if not config.allow_random_init:
-            raise UsageError(f"{error} (or pass --allow-random-init to fall back to it)") from None
-        log(f"warning: {error}; --allow-random-init: training from random initialisation instead")
-        sources = config.sources | {"encoder_weights": "--allow-random-init (the weights could not be fetched)"}
-        return build_model(**config.model.to_dict()), config.replace(encoder_weights=None, sources=sources)
-
-
-def load_splits(config: RunConfig, names) -> dict:
-    """The splits with their transforms, each checked file by file before any training."""
-    dataset = dataset_class(config.dataset, config.model.dataset_params)
-    splits = {}
-    for split in names:
-        transform = build_transforms(dataset, split, config.model.scale)
-        splits[split] = dataset(config.data_dir, split, transform)
-        splits[split].channels = config.model.in_channels
-        splits[split].validate()
-    if splits[names[0]].note:  # what reading the results needs, e.g. that CUB's val split is its test list
-        log(splits[names[0]].note)
-    return splits
-
-
-def check_sizes(model, splits: dict, config: RunConfig) -> None:
-    """Every split's network input must suit the model: say so now, with the flag that fixes it."""
-    for split, data in splits.items():
-        check_size(model, split, data[0][0].shape[-2:], config)
-    # DeepLabV3(+)'s, UPerNet's and PAN's pooling batch-normalises a 1x1 map: a batch of one has one value per channel.
-    if "train" not in splits:  # evaluating a checkpoint: no training batches
-        return
-    per_process = math.ceil(len(splits["train"]) / distributed.world_size())
-    if ARCHITECTURES[config.model.arch].batch_norm_pooling and min(config.batch_size, per_process) < 2:
-        raise UsageError(f"--arch {config.model.arch} trains on batches of 2 or more images (its image pooling is "
-                         f"batch-normalised): give --batch-size 2 or more")
-
-
-def check_size(model, split: str, size, config: RunConfig) -> None:
-    try:
-        model.check_input_size(*size)
-    except ValueError as error:
-        raise UsageError(f"{config.model.arch}: the {split} crop of --dataset {config.dataset} at --scale "
-                         f"{config.model.scale}: {error}; choose another --scale") from None
-
-
-def prepare_run_dir(config: RunConfig, training: bool = True) -> Path:
-    """The run's folder: --output-dir, or a new one under runs/. An existing run is never overwritten; a run
-    stopped before its first checkpoint (config.json alone) is started again."""
-    run_dir, problem = Path(config.output_dir or "."), None
-    if distributed.is_main() and not config.output_dir:
-        run_dir, problem = automatic_run_dir(config)
-    run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's folder
-    if distributed.is_main() and not problem:
-        if run_dir.exists() and not run_dir.is_dir():
-            problem = f"--output-dir {run_dir} is a file, not a folder: choose a new one"
-        else:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                problem = f"--output-dir {run_dir} cannot be created ({error.strerror}): choose a folder you can write"
-        fresh = not problem and not (run_dir / CLAIM).exists()
-        problem = problem or claim_problem(run_dir, "--output-dir")  # before looking inside: another run may be filling it
-        if not problem:
-            if training and stopped_before_first_checkpoint(run_dir):
-                log(f"{run_dir} holds a run stopped before its first checkpoint: starting it again there")
-            elif any(path.name != CLAIM for path in run_dir.iterdir()):
-                problem = f"--output-dir {run_dir} is not an empty folder: choose a new one" + (
-                    f", or continue that run with --resume {run_dir}" if training and (run_dir / "last.pt").exists() else "")
-                release_claim(run_dir, remove=fresh)  # a folder this run did not create keeps no trace of it
-    problem = distributed.broadcast_object(problem)  # every rank stops, none waits for the others
-    if problem:
-        raise UsageError(problem)
-    return run_dir
-
-
-def automatic_run_dir(config: RunConfig) -> tuple[Path, str | None]:
-    """A new folder under runs/ (without --output-dir): NAME (dataset, model, time to the second), else NAME-2,
-    NAME-3, ...; made here with an exclusive mkdir, so that runs started in the same second get a folder each."""
-    base = Path(run_dir_name(config))
-    for number in itertools.count(1):
-        run_dir = base if number == 1 else base.with_name(f"{base.name}-{number}")
-        try:
-            run_dir.mkdir(parents=True)
-            return run_dir, None
-        except FileExistsError:
-            continue
-        except OSError as error:
-            return run_dir, (f"{run_dir} cannot be created ({error.strerror}): give --output-dir a folder you can "
-                             f"write")
-
-
-# RUN/.lock (CLAIM): flock-ed by the run's rank 0 for the run's life; holds "PID host" of its owner.
-_claims: dict[Path, object] = {}  # the claims this process holds, by folder
-
-
-def claim_problem(run_dir: Path, flag: str) -> str | None:
-    """Claim `run_dir` for this run (for this process's life; a second claim by it is a no-op), or say why not.
-
-    The kernel drops an flock when its process dies, however it dies: a dead run's claim never blocks a --resume.
-    """
-    run_dir = run_dir.resolve()
-    if run_dir in _claims:
-        return None
-    try:
-        file = open(run_dir / CLAIM, "a+")
-    except OSError as error:
-        return f"{flag} {run_dir} cannot be written ({error.strerror}): choose a folder you can write"
-    try:
-        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        file.seek(0)
-        owner = file.read().split() or ["?", "?"]
-        file.close()
-        return (f"{run_dir} is in use by another run (PID {owner[0]} on {owner[-1]}): wait until it ends, or choose "
-                f"another folder")
-    try:
-        file.seek(0)
-        file.truncate()
-        file.write(f"{os.getpid()} {socket.gethostname()}\n")
-        file.flush()
-    except OSError as error:  # a full disk: the claim cannot name its owner
-        file.close()
-        return f"{run_dir / CLAIM} cannot be written ({error.strerror}): free space, or choose a folder you can write"
-    _claims[run_dir] = file
-    return None
-
-
-def release_claim(run_dir: Path, remove: bool = False) -> None:
-    file = _claims.pop(run_dir.resolve(), None)
-    if file is not None:
-        if remove:
-            (run_dir / CLAIM).unlink(missing_ok=True)
-        file.close()
-
-
-def check_same_run(resume: Resume, record: dict) -> None:
-    """Refuse to resume on other data, or with another number of processes (another global batch), unless
-    --allow-changed-run: best-epoch selection would compare scores of different val sets, an epoch would have
-    other steps. last.pt records `trained_on` since this check exists; older runs are not checked."""
-    recorded = resume.state.get("trained_on")
-    changes = run_changes(recorded, record) if recorded else []
-    if not changes:
-        return
-    if not resume.allow_changed:
-        raise UsageError(f"--resume {resume.run_dir}: {'; '.join(changes)}; pass --allow-changed-run to resume anyway")
-    log(f"note: --allow-changed-run: resuming {resume.run_dir} although {'; '.join(changes)}")
-
-
-def kept_checkpoints(run_dir: Path) -> str:
-    """What a run that stopped on a non-finite loss keeps, read from its folder."""
-    kept = kept_progress(run_dir)
-    if kept is None:
-        return "no checkpoint was written (there was no good epoch): start it again with a lower --lr"
-    return f"the checkpoints of epoch {kept[0]} and before are kept (last.pt: epoch {kept[0]})"
-
-
-def interrupted(run_dir: Path, stop: BaseException, epochs: int | None = None) -> Interrupted:
-    """What a Ctrl-C or SIGTERM leaves, read from the folder (every rank says the same), and how to go on.
-    `epochs`: the run's length (default: last.pt's; a run being trained on to more epochs has not written it yet)."""
-    name = stop_name(stop)
-    kept, command = kept_progress(run_dir), resume_command(run_dir)
-    if kept is None:
-        if not (run_dir / "config.json").is_file():
-            message = f"{name} before {run_dir} held anything of the run: run the same command again"
-        else:
-            message = (f"{name} before the first checkpoint: run the same command again, or {command}, to start it "
-                       f"over")
-        return Interrupted(message, exit_code(stop))
-    epoch, epochs = kept[0], epochs or kept[1]
-    if epoch < epochs:
-        message = f"{name}: {run_dir / 'last.pt'} (epoch {epoch}) is kept; continue with: {command}"
-    elif not (run_dir / "metrics.json").is_file():
-        message = (f"{name} after the last epoch: {run_dir} is trained to epoch {epoch} of {epochs} (last.pt and "
-                   f"best.pt are kept) but not yet tested, nor its figures drawn; finish it with: {command}")
-    else:
-        message = f"{name} after {run_dir} was finished (metrics.json is written, figures drawn): nothing is lost"
-    return Interrupted(message, exit_code(stop))
-
-
-def resume_command(run_dir: Path) -> str:
-    """The command that continues `run_dir`: with as many processes as it has now (a resume with another number
-    is refused), torchrun's form under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return f"python main.py --resume {run_dir}"
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    nodes = f"--nnodes {world // per_node} (and your rendezvous flags) " if world > per_node else ""
-    return f"torchrun {nodes}--nproc_per_node {per_node} main.py --resume {run_dir}"
 
 
 def wrap(model, device, compile_model: bool):

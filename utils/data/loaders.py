@@ -4,6 +4,8 @@
 with sample_seed for that one sample. So worker processes can live for the whole run (persistent workers, no
 start-up cost per epoch), the number of workers changes nothing, and a resumed run draws exactly what the
 uninterrupted one would have.
+
+`load_splits` reads a run's splits with their transforms, every file checked, before anything is trained.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import signal
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
+from utils.data.datasets import dataset_class
+from utils.data.transforms import build_transforms
 from utils.engine import distributed
 from utils.signals import deferred_stops
 
@@ -102,3 +106,18 @@ def close_loaders(loaders) -> None:
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
         loader._iterator = None
+
+
+def load_splits(config, names) -> dict:
+    """The splits `names` of a run (`config`, a RunConfig) with their transforms, each checked file by file before
+    any training."""
+    dataset = dataset_class(config.dataset, config.model.dataset_params)
+    splits = {}
+    for split in names:
+        transform = build_transforms(dataset, split, config.model.scale)
+        splits[split] = dataset(config.data_dir, split, transform)
+        splits[split].channels = config.model.in_channels
+        splits[split].validate()
+    if splits[names[0]].note:  # what reading the results needs, e.g. that CUB's val split is its test list
+        distributed.log(splits[names[0]].note)
+    return splits

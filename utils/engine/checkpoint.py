@@ -12,12 +12,10 @@ any two writes included): last.pt never names a best epoch that best.pt does not
 Both load with `torch.load(..., weights_only=True)`: tensors and plain containers only.
 
 last.pt's fields are built by `training_state` and read back by `restore_training`, nowhere else; what a run
-folder holds (empty, started, resumable, trained, finished) is `run_status`, the one answer train, --resume and
---compare all use.
+folder holds and how far its run got is utils/run_folder.py's `run_status`.
 """
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Callable
@@ -196,64 +194,3 @@ def run_changes(recorded: dict, current: dict) -> list[str]:
         changes.append(f"{current['world_size']} processes (global batch {current['global_batch_size']}), the run was "
                        f"trained by {recorded['world_size']} (global batch {recorded['global_batch_size']})")
     return changes
-
-
-# ------------------------------------------------------------------------------------------ a run folder's status
-CLAIM = ".lock"  # RUN/.lock: the claim of the run that owns the folder (utils.apps.train.claim_problem)
-
-
-class Stage(enum.Enum):
-    EMPTY = "empty"  # no folder, or nothing in it but a claim
-    STARTED = "started"  # config.json but no last.pt: stopped before its first checkpoint, starts again
-    RESUMABLE = "resumable"  # last.pt of an epoch before the last
-    TRAINED = "trained"  # last.pt of the last epoch, but no metrics.json: its final evaluation is due
-    FINISHED = "finished"  # trained and tested: metrics.json
-    FOREIGN = "foreign"  # files, but neither config.json nor last.pt: not a run of main.py
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    run_dir: Path
-    last: dict | None  # last.pt, loaded
-    started: bool  # config.json is there
-    tested: bool  # metrics.json is there
-    empty: bool
-
-    @property
-    def epoch(self) -> int | None:
-        return self.last["epoch"] if self.last else None
-
-    def stage(self, epochs: int | None = None) -> Stage:
-        """The stage against `epochs` (default: the run's own; --epochs N extends a finished run)."""
-        if self.last:
-            epochs = epochs or self.last["config"]["epochs"]
-            return Stage.RESUMABLE if self.epoch < epochs else Stage.FINISHED if self.tested else Stage.TRAINED
-        return Stage.STARTED if self.started else Stage.EMPTY if self.empty else Stage.FOREIGN
-
-
-def run_status(run_dir: Path) -> RunStatus:
-    """What `run_dir` holds (last.pt is loaded: a corrupt one is a CheckpointError)."""
-    run_dir = Path(run_dir)
-    last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
-    empty = not run_dir.is_dir() or all(path.name == CLAIM for path in run_dir.iterdir())
-    return RunStatus(run_dir, last, stopped_before_first_checkpoint(run_dir), (run_dir / "metrics.json").is_file(),
-                     empty)
-
-
-def stopped_before_first_checkpoint(run_dir: Path) -> bool:
-    """config.json without last.pt (cheap: reads no checkpoint)."""
-    return (run_dir / "config.json").is_file() and not (run_dir / "last.pt").exists()
-
-
-def kept_progress(run_dir: Path) -> tuple[int, int] | None:
-    """(the epoch in run_dir/last.pt, the run's epochs there), None without one; memory-mapped, so it reads little
-    of a large file. Read while a run stops: a signal then is not raised (utils/signals.py), so it cannot cut the
-    read and make an existing last.pt look unreadable."""
-    path = Path(run_dir) / "last.pt"
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return state["epoch"], state["config"]["epochs"]
-    except Exception:  # noqa: BLE001 - a message's detail; the file is checked again when it is resumed
-        return None

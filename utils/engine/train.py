@@ -54,5 +54,5 @@ def _stop_if_not_finite(values: torch.Tensor, epoch: int, first_step: int) -> No
         step = f"step {first_step + bad[0].item()}" if len(bad) else "a step of another rank"
         raise NonFiniteLoss(
             f"the training loss became non-finite at epoch {epoch}, {step}: stopped (try a lower --lr, or train "
-            f"without --amp)"  # utils.apps.train says which checkpoints are kept
+            f"without --amp)"  # utils.run_folder.kept_checkpoints says which are kept
         )
