@@ -44,6 +44,7 @@ from models.architectures import PAPER_ARCHITECTURES
 from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.setup import prepare
 from utils.engine.train import train_step
+from utils.losses import PAPER_LOSS_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 # AFMA / baseline step time, per attention depth.
@@ -120,7 +121,8 @@ def measure(args, arch, depth, init, batch, device, dtype, cpu_memory=True) -> R
     model = build_model(arch, args.encoder, None, args.classes, depth, args.patch_size)
     model.net.load_state_dict(init)
     model.train()
-    engine = prepare(model, device, amp=dtype is not None, channels_last=args.channels_last)  # dtype: precisions()
+    # dtype: precisions(); the loss of the paper's weights (the time does not depend on them)
+    engine = prepare(model, device, amp=dtype is not None, channels_last=args.channels_last, **PAPER_LOSS_WEIGHTS)
     net = torch.compile(model) if args.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images, labels = host_batch(batch, tuple(args.size), args.classes, device)
