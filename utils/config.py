@@ -24,6 +24,7 @@ from utils.data.datasets import DATASET_TYPES, dataset_class
 from utils.data.transforms import network_size
 from utils.engine import distributed
 from utils.errors import UsageError
+from utils.losses import PAPER_LOSS_WEIGHTS
 
 # The authors' recipe, in two versions. Their main.py builds MultiStepLR(milestones 400, 500, 700, 800, 900,
 # gamma 0.5) but never calls scheduler.step(), so it trains at 1e-4 throughout; which of the two the paper's tables
@@ -174,36 +175,52 @@ def check_unused(explicit: dict, action: str, why: str) -> None:
         raise UsageError(f"{why}: leave out {', '.join(unused)} (it uses only {', '.join(used)})")
 
 
+# What a run saved before a field of RunConfig existed used for it: `RunConfig.from_dict` fills in these, and nothing
+# else does (a new run's every field comes from its settings, whose defaults are main.py's constants alone).
+SAVED_BEFORE = {
+    "global_batch_size": None,  # before e3d3ae3 (the presets' global batch): batch_size x processes, not recorded
+    **PAPER_LOSS_WEIGHTS,  # before 646cac0 the loss weights were no settings: runs trained with AFMALoss's own
+    "mean": "auto",  # before 49fa0f1 (--in-channels, --mean / --std): the encoder weights' normalisation, RGB
+    "std": "auto",
+    "tile": 0,  # before 49fa0f1 (--tile / --tile-overlap) --predict segmented whole images, which 0 does (up to
+    "tile_overlap": 128,  # 2048x2048 pixels); the overlap, unused then, is the one --tile came with
+    "train_size": "",  # before a99930a (--train-size / --eval-size): the data set's own crops
+    "eval_size": "",
+}
+
+
 @dataclass(frozen=True)
 class RunConfig:
+    """A run's settings as checked by `make_config`, which gives every field: a setting's default is main.py's
+    constant alone (a field here has none), a field a run saved before it existed lacks is `SAVED_BEFORE`'s."""
     model: ModelSpec
     data_dir: str
-    encoder_weights: str | None = None
-    allow_random_init: bool = False
-    mean: str = "auto"  # as given (--mean); the values used are the model spec's
-    std: str = "auto"
-    class_weights: tuple[float, ...] | None = None
-    epochs: int = 12
-    batch_size: int = 2  # per process
-    global_batch_size: int = 2  # batch_size x the number of processes: the batch one optimiser step sees
-    lr: float = 1e-3
-    milestones: tuple[int, ...] = ()
-    ce_weight: float = 5.0  # a run saved before the loss weights were settings trained with these (AFMALoss's)
-    mse_weight: float = 1.0
-    train_size: str = ""  # --train-size / --eval-size as HxW ("": the data set's own); the sizes used are the spec's
-    eval_size: str = ""
-    device: str = "cpu"
-    amp: bool = False
-    tf32: bool = True
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = 2
-    save_every: float = 5.0  # minutes between writes of last.pt (0: every epoch)
-    output_dir: str = ""
-    tile: int = 0  # --predict's windows (recorded with the run's settings; training does not use them)
-    tile_overlap: int = 128
-    preset: str | None = None
+    encoder_weights: str | None
+    allow_random_init: bool
+    mean: str  # as given (--mean); the values used are the model spec's
+    std: str
+    class_weights: tuple[float, ...] | None
+    epochs: int
+    batch_size: int  # per process
+    global_batch_size: int | None  # batch_size x the number of processes: the batch one optimiser step sees
+    lr: float
+    milestones: tuple[int, ...]
+    ce_weight: float
+    mse_weight: float
+    train_size: str  # --train-size / --eval-size as HxW ("": the data set's own); the sizes used are the spec's
+    eval_size: str
+    device: str
+    amp: bool
+    tf32: bool
+    compile: bool
+    seed: int
+    deterministic: bool
+    workers: int
+    save_every: float  # minutes between writes of last.pt (0: every epoch)
+    output_dir: str
+    tile: int  # --predict's windows (recorded with the run's settings; training does not use them)
+    tile_overlap: int
+    preset: str | None
     sources: dict = field(default_factory=dict)  # setting -> "flag" | "run" | "checkpoint" | "preset NAME" | "default"
 
     @property
@@ -232,9 +249,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        """The config config.json (or a checkpoint) holds; a field it lacks, saved before the field existed, is what
+        those runs used (`SAVED_BEFORE`)."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items() if key in names}
-        return cls(**(values | {"model": ModelSpec.from_dict(data["model"])}))
+        return cls(**(SAVED_BEFORE | values | {"model": ModelSpec.from_dict(data["model"])}))
 
     def settings(self) -> dict:
         """The settings (main.py's names) that give this config back through `make_config`."""
