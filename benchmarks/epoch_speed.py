@@ -54,7 +54,7 @@ import main as main_py
 from benchmarks.common import command_line, device_name, host_batch, median_step_seconds
 from models import build_model
 from tools.make_sample import make_scene
-from utils.config import RunConfig, resolve_device
+from utils.config import SETTING, RunConfig, resolve_device
 from utils.data.datasets import SPLITS
 from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.evaluate import Tally, eval_step
@@ -246,7 +246,7 @@ def report(args, argv, config, history, cycles, times, description, generated_s,
         "",
         f"- machine: {device_name(device)}; torch {torch.__version__}",
         f"- command: `{command_line('benchmarks.epoch_speed', argv)}`",
-        f"- main.py: {spec.arch}-{spec.encoder_name}, AFMA depth {spec.att_depth or 'off'}, patch {spec.patch_size}, "
+        f"- main.py: {spec.arch}-{spec.encoder_name}, AFMA depth {SETTING['att_depth'].text(spec.att_depth)}, patch {spec.patch_size}, "
         f"batch {b}, scale {spec.scale} (training crop {th}x{tw}, evaluation {eh}x{ew}), {precision}, "
         f"{'channels_last, ' if device.type == 'cuda' else ''}{config.workers} loader workers, "
         f"{'torch.compile, ' if config.compile else ''}save every {config.save_every:g} min",

@@ -41,7 +41,7 @@ SEED_MAX = 2**32 - 1  # NumPy's and the loaders' seeds are 32-bit; a larger --se
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its default is main.py's constant of the same name in capitals, its flag --name-with-dashes.
+    """One setting (a row of SETTINGS; how to add one: the comment above it): its flag is --name-with-dashes.
 
     `resumable`: a resumed run may change it (where its data is and how it runs, not what it computes).
     `uses`: the actions that read it; evaluating a --checkpoint and --predict refuse a flag they would ignore.
@@ -102,8 +102,13 @@ def size_text(size: tuple[int, int] | None) -> str:
 
 
 TRAIN, EVALUATE, PREDICT = ("train",), ("train", "evaluate"), ("train", "evaluate", "predict")
-# The settings, in the order of main.py's constants and of --help. Adding one: a line here, its constant in
-# main.py, its field in RunConfig (what config.json records), and its use.
+# The settings, in the order of main.py's constants and of --help. Adding a setting (said here alone; main.py and
+# `Setting` point here):
+# 1. its line here: name, type, help, whether a resume may change it, the actions that use it (its flag follows);
+# 2. its default, and its only one: the constant of its name in capitals at the top of main.py;
+# 3. its field in RunConfig, without a default (what config.json records; make_config gives it), and its entry in
+#    SAVED_BEFORE: the value runs saved before it existed used, so that their config.json still loads;
+# 4. its check in make_config, and its use.
 SETTINGS = (
     Setting("dataset", str, ", ".join(DATASET_TYPES) + " (your own images and masks: docs/datasets.md)",
             uses=EVALUATE),
@@ -301,7 +306,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     for key in ("ce_weight", "mse_weight"):
         if not 0 <= s[key] < float("inf"):
             raise UsageError(f"{FLAGS[key]} {s[key]} is not valid: a loss weight is a number, 0 or more")
-    if s["ce_weight"] == s["mse_weight"] == 0 and parse_depth(s["att_depth"]) is not None:  # the baseline: NLL alone
+    if s["ce_weight"] == s["mse_weight"] == 0 and SETTING["att_depth"].value(s["att_depth"]) is not None:  # the baseline: NLL alone
         raise UsageError("--ce-weight 0 --mse-weight 0 is not valid: the loss would be 0 and nothing would train; "
                          "give either term a weight above 0")
     check_scale(s["scale"])
