@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import command_line, device_name, finish_table, prepare_model, synchronize
+from benchmarks.common import finish_table, prepare_model, provenance_lines, synchronize
 from models import build_model
 from utils.engine.device import setup_device
 from utils.losses import PAPER_LOSS_WEIGHTS, AFMALoss
@@ -152,10 +152,9 @@ def main(argv=None) -> str:
     device = setup_device(args.device, seed=0, deterministic=False, tf32=args.tf32)
     layout = "channels_last" if args.channels_last else "NCHW"
     precision = "AMP float16" if args.amp else "float32" + (f", TF32 {'on' if args.tf32 else 'off'}" if device.type == "cuda" else "")
-    lines = [f"encoder {args.encoder}, {args.classes} classes, patch {args.patch_size}, device {device} "
-             f"({device_name(device)}), {precision}, {layout}, torch {torch.__version__}, best of {args.repeats} "
-             f"rounds in turns",
-             f"command: `{command_line('benchmarks.afma_speed', argv)}`", ""]
+    lines = [f"encoder {args.encoder}, {args.classes} classes, patch {args.patch_size}, device {device}, {precision}, "
+             f"{layout}, best of {args.repeats} rounds in turns", "", *provenance_lines("benchmarks.afma_speed", argv),
+             ""]
     header = ("| kind | arch | depth | batch | size | baseline s | AFMA s | time ratio | per round: median (range) "
               "| FLOP ratio | target | met |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
