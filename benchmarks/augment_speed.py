@@ -123,7 +123,8 @@ def main(argv=None):
     image, mask = frame()
     baseline = baseline_module(args.baseline) if args.baseline else None
     albu = albumentations_transforms(args.albumentations) if args.albumentations else None
-    lines = [f"## {args.label or 'The training augmentations'}", "", *provenance_lines("benchmarks.augment_speed", argv),
+    lines = [f"## {args.label or 'The training augmentations'}", "",
+             *provenance_lines("benchmarks.augment_speed", argv),
              f"- cv2 {cv2.__version__} with {args.threads} thread(s), numpy {np.__version__}", "",
              f"ms per sample of a 960x720 frame through `build_transforms(cls, \"train\", scale)`, "
              f"{args.samples} seeded samples"

@@ -245,8 +245,8 @@ def report(args, argv, config, history, cycles, times, description, generated_s,
         "",
         *provenance_lines("benchmarks.epoch_speed", argv),
         f"- main.py: {spec.arch}-{spec.encoder_name}, AFMA depth {SETTING['att_depth'].text(spec.att_depth)}, "
-        f"patch {spec.patch_size}, batch {b}, scale {spec.scale} (training crop {th}x{tw}, evaluation {eh}x{ew}), {precision}, "
-        f"{'channels_last, ' if device.type == 'cuda' else ''}{config.workers} loader workers, "
+        f"patch {spec.patch_size}, batch {b}, scale {spec.scale} (training crop {th}x{tw}, evaluation {eh}x{ew}), "
+        f"{precision}, {'channels_last, ' if device.type == 'cuda' else ''}{config.workers} loader workers, "
         f"{'torch.compile, ' if config.compile else ''}save every {config.save_every:g} min",
         f"- data: {args.train} train / {args.val} val / {args.test} test frames of {w}x{h}, {description}, written "
         f"in {generated_s:.1f} s",

@@ -1,7 +1,7 @@
 """Peak memory of --predict's segmentation on a large image: whole-image limit and sliding windows.
 
     python -m benchmarks.predict_memory                       # a 4000x3000 image at --scale 1.0: auto, --tile 512
-    python -m benchmarks.predict_memory --size 4000x3000 --tiles 0 512 1024 --out benchmarks/results/predict_memory_cpu.md
+    python -m benchmarks.predict_memory --size 4000x3000 --tiles 0 512 1024 --out predict_memory.md
 
 Each measurement runs in a fresh process (peak RSS, `ru_maxrss`, only ever grows): a UNet/ResNet-18 AFMA model of
 CamVid's 12 classes, random weights, on a random RGB image, through `utils.apps.predict.segment_image` (what

@@ -306,7 +306,8 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     for key in ("ce_weight", "mse_weight"):
         if not 0 <= s[key] < float("inf"):
             raise UsageError(f"{FLAGS[key]} {s[key]} is not valid: a loss weight is a number, 0 or more")
-    if s["ce_weight"] == s["mse_weight"] == 0 and SETTING["att_depth"].value(s["att_depth"]) is not None:  # the baseline: NLL alone
+    depth = SETTING["att_depth"].value(s["att_depth"])
+    if s["ce_weight"] == s["mse_weight"] == 0 and depth is not None:  # the baseline's loss is the NLL alone
         raise UsageError("--ce-weight 0 --mse-weight 0 is not valid: the loss would be 0 and nothing would train; "
                          "give either term a weight above 0")
     check_scale(s["scale"])
@@ -321,7 +322,6 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     check_frame_scale(dataset, s["scale"], s["data_dir"])
     device = resolve_device(s["device"])
     weights = None if str(s["encoder_weights"]).lower() in ("none", "") else s["encoder_weights"]
-    depth = SETTING["att_depth"].value(s["att_depth"])
     check_channels(dataset, s["in_channels"])
     try:
         mean, std = input_normalisation(s["dataset"], s["encoder"], None, s["in_channels"], s["mean"], s["std"])

@@ -107,7 +107,8 @@ def fake_config():
 
     spec = ModelSpec(arch="unet", encoder_name="resnet18", classes=tuple(NAMES), att_depth=None, patch_size=4,
                      dataset="camvid")
-    config = main.new_run(*main.parse_args(["--encoder", "resnet18", "--epochs", "3", "--seed", "7", "--scale", "0.25"]))
+    argv = ["--encoder", "resnet18", "--epochs", "3", "--seed", "7", "--scale", "0.25"]
+    config = main.new_run(*main.parse_args(argv))
     return config.replace(model=spec, data_dir="data/camvid")
 
 
