@@ -72,8 +72,7 @@ OUTPUT_DIR = ""  # empty: a new folder under runs/ named after dataset, architec
 TILE = 0  # --predict: windows of this many network pixels; 0: whole images, in windows above 2048x2048
 TILE_OVERLAP = 128  # pixels neighbouring windows share (their logits are averaged there)
 
-# A new setting: its constant here, its line in utils/config.py SETTINGS (the flag and the checks follow), its field
-# in RunConfig (what config.json records), and its use.
+# Each constant above is its setting's one default. A new setting: see the steps above SETTINGS in utils/config.py.
 DEFAULTS = setting_defaults(globals())
 DEFAULTS["data_dir"] = str(HERE / DATA_DIR)  # a relative DATA_DIR is in main.py's folder, wherever it runs from
 
@@ -186,7 +185,7 @@ def compare(args, explicit) -> int:
     from utils.apps.train import train
 
     archs = parse_archs(args.compare)
-    depths = parse_depths(explicit.get("att_depth", ATT_DEPTH))
+    depths = parse_depths(explicit.get("att_depth", DEFAULTS["att_depth"]))
     base = new_run(args, {key: value for key, value in explicit.items() if key != "att_depth"})
     if len(archs) > 1:  # all: those that take the encoder (DPT takes a ViT, the others a feature pyramid)
         left_out = [arch for arch in archs if check_encoder_fits(arch, base.model.encoder_name)]

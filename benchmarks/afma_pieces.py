@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import command_line, device_name, finish_table
+from benchmarks.common import finish_table, provenance_lines
 from models.afma import AFMA
 from models.afma_kernels import (class_argmax, count_row_nonzeros, factored_attention, merged_conv_pair, modify_output,
                                  pointwise_conv, support_dtype)
@@ -80,9 +80,8 @@ def main(argv=None) -> str:
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args(argv)
     h, w = (max(32, round(side * args.scale / 32) * 32) for side in (640, 960))
-    lines = [f"{h}x{w}, {args.classes} classes, patch {args.patch_size}, cpu ({device_name(torch.device('cpu'))}), "
-             f"torch {torch.__version__}, no gradient, best of {args.repeats} calls in turns",
-             f"command: `{command_line('benchmarks.afma_pieces', argv)}`", "",
+    lines = [f"{h}x{w}, {args.classes} classes, patch {args.patch_size}, cpu, no gradient, best of {args.repeats} "
+             f"calls in turns", "", *provenance_lines("benchmarks.afma_pieces", argv), "",
              "| piece | plain ms | §4 ms | speed-up | equal |", "|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     with torch.no_grad():

@@ -21,7 +21,6 @@ before it went to OpenCV with 1.0's laws: the same steps, other draws, so only t
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.common import command_line, cpu_cores, cpu_model, finish_table
+from benchmarks.common import finish_table, provenance_lines
 from utils.data.datasets import LiTS, Birds, CamVid, Cityscapes, SkinLesion
 from utils.data.transforms import build_transforms
 
@@ -137,11 +136,9 @@ def main(argv=None):
     image, mask = frame(args.frame_size)
     baseline = baseline_module(args.baseline) if args.baseline else None
     albu = albumentations_transforms(args.albumentations) if args.albumentations else None
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"## {now}{', ' + args.label if args.label else ''}", "",
-             f"Machine: {cpu_model()}, {cpu_cores()} cores, cv2 {cv2.__version__} with {args.threads} thread(s), "
-             f"numpy {np.__version__}.", "",
-             f"Command: `{command_line('benchmarks.augment_speed', argv)}`", "",
+    lines = [f"## {args.label or 'The training augmentations'}", "",
+             *provenance_lines("benchmarks.augment_speed", argv),
+             f"- cv2 {cv2.__version__} with {args.threads} thread(s), numpy {np.__version__}", "",
              f"ms per sample of a {args.frame_size[0]}x{args.frame_size[1]} (height x width) frame through `build_transforms(cls, \"train\", scale)`, "
              f"{args.samples} seeded samples"
              + (f", each also through {args.baseline}'s augmentations" if baseline else "") + ".", "",

@@ -1,5 +1,6 @@
 """What the benchmarks measure the same way: main.py's training and evaluation steps on a fixed batch, their
-timing with device synchronisation, inputs as main.py's loader delivers them, and the CPU's peak step memory.
+timing with device synchronisation, inputs as main.py's loader delivers them, the CPU's peak step memory, and
+the provenance every results table starts with (`provenance_lines`: date, machine, commit, command).
 
 The steps are main.py's own, `utils.engine.train.train_step` (what `train_one_epoch` runs per batch) and
 `utils.engine.evaluate.eval_step` (what `evaluate` runs per batch), on the engine of `utils.engine.setup.prepare`,
@@ -9,16 +10,20 @@ copy, the normalisation and `.long()` as main.py's do.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 MIB = 2**20
+ROOT = Path(__file__).resolve().parents[1]  # the repository's top folder
 
 
 def synchronize(device: torch.device) -> None:
@@ -72,12 +77,6 @@ def prepare_model(model, device: torch.device, channels_last: bool, compile_mode
     return torch.compile(model) if compile_model else model
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, {cpu_cores()} CPU cores"
-    return f"{cpu_model()}, {cpu_cores()} cores, {torch.get_num_threads()} torch threads"
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as info:
@@ -97,6 +96,45 @@ def command_line(module: str, argv) -> str:
     """The command that reproduces this run."""
     argv = sys.argv[1:] if argv is None else list(argv)
     return " ".join(["python", "-m", module, *map(shlex.quote, map(str, argv))])
+
+
+def provenance_lines(module: str, argv) -> list[str]:
+    """The lines every results table starts with, so that it says itself when, on what machine, from which code
+    and by which command it was measured (markdown list items)."""
+    return [f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"- machine: {machine()}",
+            f"- commit: {commit()}",
+            f"- command: `{command_line(module, argv)}`"]
+
+
+def machine() -> str:
+    """The CPU, its cores and torch's threads, the GPU where CUDA is, and the versions the timings depend on."""
+    import segmentation_models_pytorch as smp
+
+    gpus = ""
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        gpus = f"; GPU {'' if count == 1 else f'{count} x '}{torch.cuda.get_device_name()}"
+    return (f"{cpu_model()}, {cpu_cores()} cores, {torch.get_num_threads()} torch threads{gpus}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, SMP {smp.__version__}")
+
+
+def commit(root: Path = ROOT) -> str:
+    """HEAD's short hash of the checkout whose top folder is `root`, with "+ uncommitted changes" where a tracked
+    file differs from it; "not a git checkout" where git, the checkout or its commit is missing (never an error:
+    the table is written all the same)."""
+    def git(*args) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
+                              timeout=60).stdout
+
+    try:
+        top, head = git("rev-parse", "--show-toplevel", "--short", "HEAD").split()
+        changed = git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return "not a git checkout"
+    if Path(top).resolve() != Path(root).resolve():  # `root` is a plain folder inside another checkout
+        return "not a git checkout"
+    return head + (" + uncommitted changes" if changed else "")
 
 
 def cpu_peak_memory(step) -> int:

@@ -43,7 +43,6 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -51,10 +50,10 @@ import numpy as np
 import torch
 
 import main as main_py
-from benchmarks.common import command_line, device_name, host_batch, median_step_seconds
+from benchmarks.common import host_batch, median_step_seconds, provenance_lines
 from models import build_model
 from tools.make_sample import make_scene
-from utils.config import RunConfig, resolve_device
+from utils.config import SETTING, RunConfig, resolve_device
 from utils.data.datasets import SPLITS
 from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.evaluate import Tally, eval_step
@@ -244,11 +243,10 @@ def report(args, argv, config, history, cycles, times, description, generated_s,
     lines = [
         f"# Epoch speed: main.py's loop vs pure compute ({device.type})",
         "",
-        f"- machine: {device_name(device)}; torch {torch.__version__}",
-        f"- command: `{command_line('benchmarks.epoch_speed', argv)}`",
-        f"- main.py: {spec.arch}-{spec.encoder_name}, AFMA depth {spec.att_depth or 'off'}, patch {spec.patch_size}, "
-        f"batch {b}, scale {spec.scale} (training crop {th}x{tw}, evaluation {eh}x{ew}), {precision}, "
-        f"{'channels_last, ' if device.type == 'cuda' else ''}{config.workers} loader workers, "
+        *provenance_lines("benchmarks.epoch_speed", argv),
+        f"- main.py: {spec.arch}-{spec.encoder_name}, AFMA depth {SETTING['att_depth'].text(spec.att_depth)}, "
+        f"patch {spec.patch_size}, batch {b}, scale {spec.scale} (training crop {th}x{tw}, evaluation {eh}x{ew}), "
+        f"{precision}, {'channels_last, ' if device.type == 'cuda' else ''}{config.workers} loader workers, "
         f"{'torch.compile, ' if config.compile else ''}save every {config.save_every:g} min",
         f"- data: {args.train} train / {args.val} val / {args.test} test frames of {w}x{h}, {description}, written "
         f"in {generated_s:.1f} s",
@@ -256,7 +254,6 @@ def report(args, argv, config, history, cycles, times, description, generated_s,
         f"median of {args.steps} steps after {args.warmup} warm-up, each synchronised); per epoch "
         f"{train_batches:g} training steps + {val_batches:g} validation batches = {compute:.2f} s",
         f"- the whole run (start-up, {args.epochs} epochs, test, figures): {total_s:.1f} s",
-        f"- date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         "| epoch | wall s | compute s | efficiency | cycle s | compute / cycle |",
         "|---|---|---|---|---|---|",

@@ -32,18 +32,17 @@ import functools
 import gc
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import MIB, command_line, cpu_peak_memory, device_name, host_batch, seconds_per_step, \
-    synchronize
+from benchmarks.common import MIB, cpu_peak_memory, host_batch, provenance_lines, seconds_per_step, synchronize
 from models import ARCHITECTURES, build_model
 from models.architectures import PAPER_ARCHITECTURES
 from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.setup import prepare
 from utils.engine.train import train_step
+from utils.losses import PAPER_LOSS_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 # AFMA / baseline step time, per attention depth.
@@ -120,7 +119,8 @@ def measure(args, arch, depth, init, batch, device, dtype, cpu_memory=True) -> R
     model = build_model(arch, args.encoder, None, args.classes, depth, args.patch_size)
     model.net.load_state_dict(init)
     model.train()
-    engine = prepare(model, device, amp=dtype is not None, channels_last=args.channels_last)  # dtype: precisions()
+    # dtype: precisions(); the loss of the paper's weights (the time does not depend on them)
+    engine = prepare(model, device, amp=dtype is not None, channels_last=args.channels_last, **PAPER_LOSS_WEIGHTS)
     net = torch.compile(model) if args.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images, labels = host_batch(batch, tuple(args.size), args.classes, device)
@@ -182,14 +182,12 @@ def report(args, device, rows, argv) -> str:
     lines = [
         "# Training speed: AFMA vs baseline",
         "",
-        f"- device: {device_name(device)}",
-        f"- torch {torch.__version__}; precision {', '.join(kinds)}{tf32 if 'fp32' in kinds else ''}; {layout}"
+        *provenance_lines("benchmarks.train_speed", argv),
+        f"- device {device}; precision {', '.join(kinds)}{tf32 if 'fp32' in kinds else ''}; {layout}"
         f"{'; torch.compile' if args.compile else ''}",
         f"- input {h}x{w}, uint8 -> Normalizer as in main.py; batch {', '.join(map(str, args.batch_sizes))}; "
         f"encoder {args.encoder}; AFMA depth {', '.join(map(str, args.depths))}; patch {args.patch_size}; "
         f"{args.classes} classes; {args.steps} timed steps after {args.warmup} warm-up",
-        f"- command: `{command_line('benchmarks.train_speed', argv)}`",
-        f"- date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         "## Step time",
         "",

@@ -1,6 +1,8 @@
-"""benchmarks/: tiny end-to-end runs write their markdown tables with consistent numbers; the GPU defaults and
-targets; the generated data set; bad requests exit with one line."""
+"""benchmarks/: tiny end-to-end runs write their markdown tables with consistent numbers and their provenance
+(date, machine, commit, command); the GPU defaults and targets; the generated data set; bad requests exit with
+one line."""
 import re
+import subprocess
 
 import cv2
 import numpy as np
@@ -8,7 +10,8 @@ import pytest
 import torch
 
 import main as main_py
-from benchmarks import afma_pieces, afma_speed, augment_speed, epoch_speed, train_speed
+from benchmarks import afma_pieces, afma_speed, augment_speed, common, epoch_speed, predict_memory, train_speed
+from tests.conftest import ROOT
 from utils.data.datasets import CamVid
 
 TINY = ["--size", "32", "64", "--steps", "1", "--warmup", "0", "--encoder", "resnet18", "--patch-size", "4",
@@ -64,6 +67,53 @@ def number(cell):
     return float(cell.rstrip("x"))
 
 
+def assert_provenance(text, module):
+    """The table says when, on what machine, from which code and by which command it was measured."""
+    lines = text.splitlines()
+    for key in ("date", "machine", "commit"):
+        assert any(line.startswith(f"- {key}: ") for line in lines), key
+    assert f"- command: `python -m benchmarks.{module}" in text
+
+
+def git(folder, *args):
+    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+# -------------------------------------------------------------------------------------------- provenance
+def test_provenance_names_the_repositorys_commit_the_machine_and_the_command():
+    try:
+        head, changed = git(ROOT, "rev-parse", "--short", "HEAD"), git(ROOT, "status", "--porcelain", "-uno")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("the project is not a git checkout here")
+    date, machine, commit, command = common.provenance_lines("benchmarks.x", ["--out", "a b.md"])
+    assert re.fullmatch(r"- date: \d{4}-\d\d-\d\d \d\d:\d\d UTC", date)
+    assert f"{torch.get_num_threads()} torch threads" in machine and f"torch {torch.__version__}" in machine
+    assert "Python 3." in machine and "SMP " in machine
+    assert commit == f"- commit: {head}" + (" + uncommitted changes" if changed else "")
+    assert command == "- command: `python -m benchmarks.x --out 'a b.md'`"
+
+
+def test_provenance_marks_uncommitted_changes_and_a_folder_outside_git(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.py").write_text("1\n")
+    git(repo, "add", "a.py")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "one")
+    head = git(repo, "rev-parse", "--short", "HEAD")
+    (repo / "notes.txt").write_text("untracked: not the code measured\n")
+    assert common.commit(repo) == head
+    (repo / "a.py").write_text("2\n")
+    assert common.commit(repo) == f"{head} + uncommitted changes"
+    (repo / "sub").mkdir()
+    assert common.commit(repo / "sub") == "not a git checkout"  # a folder inside a checkout is not its top
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert common.commit(plain) == "not a git checkout"
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no git at all
+    assert common.commit(repo) == "not a git checkout"
+
+
 # ------------------------------------------------------------------------------------------- train_speed
 @pytest.mark.e2e
 def test_train_speed_writes_table(tmp_path, one_thread, fake_clock):
@@ -72,7 +122,8 @@ def test_train_speed_writes_table(tmp_path, one_thread, fake_clock):
     text = out.read_text()
     assert text == printed
     assert "torch " + torch.__version__ in text and "32x64" in text and "resnet18" in text
-    assert "uint8 -> Normalizer" in text and "python -m benchmarks.train_speed" in text
+    assert "uint8 -> Normalizer" in text
+    assert_provenance(text, "train_speed")
     header, body = table_rows(text, "arch")
     assert header[:4] == ["arch", "depth", "batch", "precision"]
     # Every arch x batch at the default depth 3, in float32 only (no --amp / --compare-amp).
@@ -150,7 +201,8 @@ def test_afma_speed_writes_table(tmp_path, one_thread, fake_clock):
     out = tmp_path / "afma.md"
     text = afma_speed.main(["--scale", "0.1", "--encoder", "resnet18", "--patch-size", "4", "--repeats", "1",
                             "--kinds", "inference", "--out", str(out)])
-    assert out.read_text() == text and "python -m benchmarks.afma_speed" in text
+    assert out.read_text() == text
+    assert_provenance(text, "afma_speed")
     header, body = table_rows(text, "kind")
     assert [(row[0], row[1], int(row[2])) for row in body] == [key for key in afma_speed.TARGETS if key[0] == "inference"]
     column = {name: header.index(name) for name in header}
@@ -215,7 +267,8 @@ def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
                              "--encoder", "resnet18", "--patch-size", "4", "--batch-size", "2", "--epochs", "2",
                              "--workers", "0", "--steps", "3", "--warmup", "1", "--tmp-dir", str(tmp_path),
                              "--out", str(out)])
-    assert out.read_text() == text and "python -m benchmarks.epoch_speed" in text
+    assert out.read_text() == text
+    assert_provenance(text, "epoch_speed")
     assert "unet-resnet18" in text and "training crop 64x96, evaluation 96x128" in text
     header, body = table_rows(text, "epoch")
     assert header == ["epoch", "wall s", "compute s", "efficiency", "cycle s", "compute / cycle"]
@@ -235,7 +288,8 @@ def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
 def test_afma_pieces_compares_each_piece_with_its_plain_form(tmp_path, one_thread, fake_clock):
     out = tmp_path / "pieces.md"
     text = afma_pieces.main(["--scale", "0.1", "--patch-size", "4", "--repeats", "1", "--out", str(out)])
-    assert out.read_text() == text and "python -m benchmarks.afma_pieces" in text
+    assert out.read_text() == text
+    assert_provenance(text, "afma_pieces")
     header, body = table_rows(text, "piece")
     assert len(body) == 5
     for row in body:  # the fake clock's times, printed to 0.1 ms, and their ratio from the unrounded times
@@ -267,6 +321,7 @@ def test_augment_speed_writes_table(tmp_path):
     out = tmp_path / "results" / "augment.md"
     augment_speed.main(["--samples", "2", "--datasets", "birds", "--scales", "0.25", "--out", str(out)])
     table = out.read_text()
+    assert_provenance(table, "augment_speed")
     assert "| data set | scale | mean ms | median ms |" in table
     assert re.search(r"\| birds \| 0.25 \| [0-9.]+ \| [0-9.]+ \|", table)
 
@@ -294,3 +349,16 @@ def test_augment_speed_times_the_frame_size_it_is_given(tmp_path, monkeypatch):
     assert "a 60x80 (height x width) frame" in out.read_text()
     with pytest.raises(SystemExit):
         augment_speed.main(["--frame-size", "60x0"])
+
+
+@pytest.mark.e2e
+def test_predict_memory_writes_table(tmp_path):
+    """Each --tile in its own process (a peak RSS only grows), one row each, under the provenance."""
+    out = tmp_path / "memory.md"
+    text = predict_memory.main(["--size", "96x64", "--tiles", "0", "64", "--overlap", "16", "--out", str(out)])
+    assert out.read_text() == text
+    assert_provenance(text, "predict_memory")
+    header, body = table_rows(text, "--tile")
+    assert [row[0] for row in body] == ["auto (1024)", "64"]
+    for row in body:
+        assert 0 < number(row[1]) <= number(row[2])  # the peak after segmenting is at least the one before

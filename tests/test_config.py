@@ -1,6 +1,5 @@
 """The settings table (utils/config.py SETTINGS) drives main.py's flags, its defaults, the config and what a
 resume may change; make_config checks without printing or reaching the hub; each action refuses what it ignores."""
-import dataclasses
 import json
 
 import pytest
@@ -11,7 +10,7 @@ import utils.config as config_module
 from models import ATTENTION_DEPTHS
 from tests.conftest import FAST, ROOT
 from utils.apps.evaluate import checkpoint_run
-from utils.config import SETTING, SETTINGS, RunConfig, Setting, check_checkpoint_flags, check_resume_flags, \
+from utils.config import SETTING, SETTINGS, Setting, check_checkpoint_flags, check_resume_flags, \
     make_config, setting_defaults
 from utils.errors import UsageError
 from utils.losses import AFMALoss
@@ -229,9 +228,19 @@ def test_negative_loss_weights_are_refused():
         new_run("--mse-weight", "-1")
 
 
-def test_the_loss_weights_defaults_agree_with_the_loss_and_with_older_runs():
-    """main.py's constants, AFMALoss's defaults (benchmarks, the ledger) and RunConfig's (runs saved before the
-    weights were settings, which trained with AFMALoss's) are the same 5 and 1."""
-    loss, fields = AFMALoss(), {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    assert (main.CE_WEIGHT, main.MSE_WEIGHT) == (loss.ce_weight, loss.mse_weight) == (5.0, 1.0)
-    assert (fields["ce_weight"], fields["mse_weight"]) == (loss.ce_weight, loss.mse_weight)
+@pytest.mark.parametrize("argv,constants,weights", [
+    ([], {}, (main.CE_WEIGHT, main.MSE_WEIGHT)),  # main.py's constants
+    (["--ce-weight", "2.5", "--mse-weight", "0.5"], {}, (2.5, 0.5)),
+    ([], {"ce_weight": 3.0, "mse_weight": 0.25}, (3.0, 0.25)),  # the constants edited
+])
+def test_a_runs_loss_has_the_runs_loss_weights(monkeypatch, argv, constants, weights):
+    """The loss of training and evaluation (prepare_run) is built with the config's weights, not AFMALoss's own."""
+    from models import build_model
+    from utils.engine.setup import prepare_run
+
+    for key, value in constants.items():
+        monkeypatch.setitem(main.DEFAULTS, key, value)
+    config = new_run(*argv)
+    model = build_model("unet", "resnet18", None, classes=3, att_depth=2, patch_size=4)
+    criterion = prepare_run(model, torch.device("cpu"), config).criterion
+    assert (criterion.ce_weight, criterion.mse_weight) == (config.ce_weight, config.mse_weight) == weights

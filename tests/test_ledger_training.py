@@ -10,7 +10,7 @@ import torch
 from models import ARCHITECTURES, build_model
 from models.architectures import PAPER_ARCHITECTURES
 from tests.ledger_released import TRAINING, cell
-from utils.config import LR_GAMMA, PAPER, PRESETS
+from utils.config import LR_GAMMA, PAPER, PRESETS, layer_settings
 from utils.data.datasets import CamVid
 from utils.data.loaders import make_loader
 from utils.losses import AFMALoss
@@ -53,9 +53,19 @@ def test_optimizer_and_schedule_rows_are_what_training_builds():
     assert rates == pytest.approx([1e-4, 1e-4, LR_GAMMA * 1e-4, LR_GAMMA ** 2 * 1e-4])  # halved at each milestone
 
 
-def test_loss_and_class_weight_rows_are_the_loss_defaults_and_camvid_weights():
-    rows, loss = ledger(), AFMALoss()
-    assert rows["loss weights"][1] == f"{loss.ce_weight:g} x NLL + {loss.mse_weight:g} x MSE"
+def preset_loss_weights(preset: str) -> tuple[float, float]:
+    """The loss weights a run of the preset trains with (main.py's constants where the preset names none)."""
+    import main
+
+    settings, _ = layer_settings(main.DEFAULTS, {}, preset)
+    return settings["ce_weight"], settings["mse_weight"]
+
+
+def test_loss_and_class_weight_rows_are_the_presets_loss_weights_and_camvid_weights():
+    rows = ledger()
+    for preset in PRESETS:
+        ce_weight, mse_weight = preset_loss_weights(preset)
+        assert rows["loss weights"][1] == f"{ce_weight:g} x NLL + {mse_weight:g} x MSE"
     assert rows["class weights (CamVid)"][1] == ", ".join(f"{w:.3f}" for w in CamVid.class_weights)
 
 
@@ -109,9 +119,10 @@ def test_last_partial_batch_row_is_the_loader_s():
 
 def test_baseline_loss_row_is_the_loss_without_afma():
     logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
-    loss = AFMALoss()((logits, None), target)
+    ce_weight, mse_weight = preset_loss_weights("paper-released")
+    loss = AFMALoss(ce_weight=ce_weight, mse_weight=mse_weight)((logits, None), target)
     assert torch.allclose(loss, torch.nn.functional.nll_loss(logits.log_softmax(1), target))
-    assert ledger()["baseline loss (no AFMA)"][1].startswith("the weighted NLL alone (not scaled by")
+    assert ledger()["baseline loss (no AFMA)"][1] == f"the weighted NLL alone (not scaled by {ce_weight:g})"
 
 
 def test_released_column_is_the_recorded_released_code():

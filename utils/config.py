@@ -24,6 +24,7 @@ from utils.data.datasets import DATASET_TYPES, dataset_class
 from utils.data.transforms import network_size
 from utils.engine import distributed
 from utils.errors import UsageError
+from utils.losses import PAPER_LOSS_WEIGHTS
 
 # The authors' recipe, in two versions. Their main.py builds MultiStepLR(milestones 400, 500, 700, 800, 900,
 # gamma 0.5) but never calls scheduler.step(), so it trains at 1e-4 throughout; which of the two the paper's tables
@@ -40,7 +41,7 @@ SEED_MAX = 2**32 - 1  # NumPy's and the loaders' seeds are 32-bit; a larger --se
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its default is main.py's constant of the same name in capitals, its flag --name-with-dashes.
+    """One setting (a row of SETTINGS; how to add one: the comment above it): its flag is --name-with-dashes.
 
     `resumable`: a resumed run may change it (where its data is and how it runs, not what it computes).
     `uses`: the actions that read it; evaluating a --checkpoint and --predict refuse a flag they would ignore.
@@ -101,8 +102,13 @@ def size_text(size: tuple[int, int] | None) -> str:
 
 
 TRAIN, EVALUATE, PREDICT = ("train",), ("train", "evaluate"), ("train", "evaluate", "predict")
-# The settings, in the order of main.py's constants and of --help. Adding one: a line here, its constant in
-# main.py, its field in RunConfig (what config.json records), and its use.
+# The settings, in the order of main.py's constants and of --help. Adding a setting (said here alone; main.py and
+# `Setting` point here):
+# 1. its line here: name, type, help, whether a resume may change it, the actions that use it (its flag follows);
+# 2. its default, and its only one: the constant of its name in capitals at the top of main.py;
+# 3. its field in RunConfig, without a default (what config.json records; make_config gives it), and its entry in
+#    SAVED_BEFORE: the value runs saved before it existed used, so that their config.json still loads;
+# 4. its check in make_config, and its use.
 SETTINGS = (
     Setting("dataset", str, ", ".join(DATASET_TYPES) + " (your own images and masks: docs/datasets.md)",
             uses=EVALUATE),
@@ -177,36 +183,52 @@ def check_unused(explicit: dict, action: str, why: str, preset: str | None = Non
         raise UsageError(f"{why}: leave out {', '.join(unused)} (it uses only {', '.join(used)})")
 
 
+# What a run saved before a field of RunConfig existed used for it: `RunConfig.from_dict` fills in these, and nothing
+# else does (a new run's every field comes from its settings, whose defaults are main.py's constants alone).
+SAVED_BEFORE = {
+    "global_batch_size": None,  # before e3d3ae3 (the presets' global batch): batch_size x processes, not recorded
+    **PAPER_LOSS_WEIGHTS,  # before 646cac0 the loss weights were no settings: runs trained with AFMALoss's own
+    "mean": "auto",  # before 49fa0f1 (--in-channels, --mean / --std): the encoder weights' normalisation, RGB
+    "std": "auto",
+    "tile": 0,  # before 49fa0f1 (--tile / --tile-overlap) --predict segmented whole images, which 0 does (up to
+    "tile_overlap": 128,  # 2048x2048 pixels); the overlap, unused then, is the one --tile came with
+    "train_size": "",  # before a99930a (--train-size / --eval-size): the data set's own crops
+    "eval_size": "",
+}
+
+
 @dataclass(frozen=True)
 class RunConfig:
+    """A run's settings as checked by `make_config`, which gives every field: a setting's default is main.py's
+    constant alone (a field here has none), a field a run saved before it existed lacks is `SAVED_BEFORE`'s."""
     model: ModelSpec
     data_dir: str
-    encoder_weights: str | None = None
-    allow_random_init: bool = False
-    mean: str = "auto"  # as given (--mean); the values used are the model spec's
-    std: str = "auto"
-    class_weights: tuple[float, ...] | None = None
-    epochs: int = 12
-    batch_size: int = 2  # per process
-    global_batch_size: int = 2  # batch_size x the number of processes: the batch one optimiser step sees
-    lr: float = 1e-3
-    milestones: tuple[int, ...] = ()
-    ce_weight: float = 5.0  # a run saved before the loss weights were settings trained with these (AFMALoss's)
-    mse_weight: float = 1.0
-    train_size: str = ""  # --train-size / --eval-size as HxW ("": the data set's own); the sizes used are the spec's
-    eval_size: str = ""
-    device: str = "cpu"
-    amp: bool = False
-    tf32: bool = True
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = 2
-    save_every: float = 5.0  # minutes between writes of last.pt (0: every epoch)
-    output_dir: str = ""
-    tile: int = 0  # --predict's windows (recorded with the run's settings; training does not use them)
-    tile_overlap: int = 128
-    preset: str | None = None
+    encoder_weights: str | None
+    allow_random_init: bool
+    mean: str  # as given (--mean); the values used are the model spec's
+    std: str
+    class_weights: tuple[float, ...] | None
+    epochs: int
+    batch_size: int  # per process
+    global_batch_size: int | None  # batch_size x the number of processes: the batch one optimiser step sees
+    lr: float
+    milestones: tuple[int, ...]
+    ce_weight: float
+    mse_weight: float
+    train_size: str  # --train-size / --eval-size as HxW ("": the data set's own); the sizes used are the spec's
+    eval_size: str
+    device: str
+    amp: bool
+    tf32: bool
+    compile: bool
+    seed: int
+    deterministic: bool
+    workers: int
+    save_every: float  # minutes between writes of last.pt (0: every epoch)
+    output_dir: str
+    tile: int  # --predict's windows (recorded with the run's settings; training does not use them)
+    tile_overlap: int
+    preset: str | None
     sources: dict = field(default_factory=dict)  # setting -> "flag" | "run" | "checkpoint" | "preset NAME" | "default"
 
     @property
@@ -235,9 +257,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        """The config config.json (or a checkpoint) holds; a field it lacks, saved before the field existed, is what
+        those runs used (`SAVED_BEFORE`)."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items() if key in names}
-        return cls(**(values | {"model": ModelSpec.from_dict(data["model"])}))
+        return cls(**(SAVED_BEFORE | values | {"model": ModelSpec.from_dict(data["model"])}))
 
     def settings(self) -> dict:
         """The settings (main.py's names) that give this config back through `make_config`."""
@@ -285,7 +309,8 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     for key in ("ce_weight", "mse_weight"):
         if not 0 <= s[key] < float("inf"):
             raise UsageError(f"{FLAGS[key]} {s[key]} is not valid: a loss weight is a number, 0 or more")
-    if s["ce_weight"] == s["mse_weight"] == 0 and parse_depth(s["att_depth"]) is not None:  # the baseline: NLL alone
+    depth = SETTING["att_depth"].value(s["att_depth"])
+    if s["ce_weight"] == s["mse_weight"] == 0 and depth is not None:  # the baseline's loss is the NLL alone
         raise UsageError("--ce-weight 0 --mse-weight 0 is not valid: the loss would be 0 and nothing would train; "
                          "give either term a weight above 0")
     check_scale(s["scale"])
@@ -300,7 +325,6 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
     check_frame_scale(dataset, s["scale"], s["data_dir"])
     device = resolve_device(s["device"])
     weights = None if str(s["encoder_weights"]).lower() in ("none", "") else s["encoder_weights"]
-    depth = SETTING["att_depth"].value(s["att_depth"])
     check_channels(dataset, s["in_channels"])
     try:
         mean, std = input_normalisation(s["dataset"], s["encoder"], None, s["in_channels"], s["mean"], s["std"])

@@ -10,6 +10,11 @@ from torch import Tensor, nn
 from models.afma import FactoredAttention, attention_mse, factored_gold, one_hot
 from utils.labels import IGNORE_LABEL
 
+# The paper's weights of the two terms (§3): AFMALoss's defaults, for the loss used in one's own code. A run of
+# main.py does not rely on them: its loss takes the run's --ce-weight / --mse-weight (utils.engine.setup.prepare_run),
+# whose default is main.py's CE_WEIGHT / MSE_WEIGHT.
+PAPER_LOSS_WEIGHTS = {"ce_weight": 5.0, "mse_weight": 1.0}
+
 
 class AFMALoss(nn.Module):
     """Called as `loss((logits, attention), target)` with exactly what the model returned.
@@ -23,6 +28,8 @@ class AFMALoss(nn.Module):
     IGNORE_LABEL, the value of every pixel the data does not hold (padding), so every caller (training,
     evaluation, benchmarks) treats padding so without saying so; None keeps every pixel in the NLL.
 
+    `ce_weight`, `mse_weight`: the terms' weights, by default the paper's (PAPER_LOSS_WEIGHTS).
+
     Computed outside autocast, in float32 at least (float64 inputs stay float64), wherever it is called: the
     MSE of small attention values would lose its digits in 16 bits.
     """
@@ -30,8 +37,8 @@ class AFMALoss(nn.Module):
     def __init__(
         self,
         class_weights: Sequence[float] | Tensor | None = None,
-        ce_weight: float = 5.0,
-        mse_weight: float = 1.0,
+        ce_weight: float = PAPER_LOSS_WEIGHTS["ce_weight"],
+        mse_weight: float = PAPER_LOSS_WEIGHTS["mse_weight"],
         ignore_index: int | None = IGNORE_LABEL,
     ):
         super().__init__()

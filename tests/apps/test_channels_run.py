@@ -75,13 +75,23 @@ def test_bad_channel_settings_are_one_line(tmp_path, argv, words):
     assert str(error.value).startswith(words)
 
 
-def test_a_config_saved_before_channels_were_settings_resumes_as_rgb():
+def test_a_config_saved_before_its_fields_existed_loads_with_what_those_runs_used(monkeypatch):
+    """config.json of a run older than the loss weights (646cac0), the global batch (e3d3ae3), channels and tiles
+    (49fa0f1) and the crop sizes (a99930a): it ran with the paper's loss weights, RGB and the encoder's
+    normalisation, whole-image prediction and the data set's crops, whatever main.py's constants say now."""
+    monkeypatch.setitem(main.DEFAULTS, "ce_weight", 2.0)  # today's default is not what the old run trained with
     saved = run_config().to_dict()
-    for key in ("mean", "std", "tile", "tile_overlap"):
+    old = ("ce_weight", "mse_weight", "global_batch_size", "mean", "std", "tile", "tile_overlap", "train_size",
+           "eval_size")
+    for key in old:
         del saved[key]
     del saved["model"]["in_channels"]
     again = run_folder.saved_config(saved, "config.json")
-    assert again.model.in_channels == 3 and again.settings()["mean"] == "auto" and again.settings()["in_channels"] == 3
+    assert {key: getattr(again, key) for key in old} == dict(
+        ce_weight=5.0, mse_weight=1.0, global_batch_size=None, mean="auto", std="auto", tile=0, tile_overlap=128,
+        train_size="", eval_size="")
+    assert again.model.in_channels == 3 and again.settings()["in_channels"] == 3
+    assert again.settings()["ce_weight"] == 5.0  # what a resume of it layers over main.py's constants
 
 
 def test_predict_refuses_a_channel_count_the_checkpoint_contradicts(tmp_path, capsys):

@@ -49,7 +49,7 @@ def test_saver_writes_best_only_when_improved_and_every_epoch_with_zero_minutes(
     assert [p.name for p in saver.after_epoch(2, False, False, fake_state(2, 0.2))] == ["last.pt"]
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["epoch"] == 1 and best["val_miou"] == 0.3 and "optimizer" not in best
-    assert CheckpointSaver(tmp_path / "none", enabled=False).after_epoch(1, True, True, fake_state(1)) == []
+    assert CheckpointSaver(tmp_path / "none", 0, enabled=False).after_epoch(1, True, True, fake_state(1)) == []
 
 
 def test_a_checkpoint_rebuilds_its_own_model_from_its_spec(tmp_path):

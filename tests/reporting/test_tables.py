@@ -5,7 +5,6 @@ import torch
 
 from models.spec import ModelSpec
 from utils.apps.compare import comparison_markdown, row_values
-from utils.config import RunConfig
 from utils.metrics import ConfusionMatrix
 from utils.reporting.tables import format_table
 
@@ -103,9 +102,14 @@ def test_format_table_accepts_scores_output_and_json_nulls():
 # ---------------------------------------------------------------- comparison report
 
 def fake_config():
+    """A run's config (main.py's defaults and these flags) with a model of NAMES' classes."""
+    import main
+
     spec = ModelSpec(arch="unet", encoder_name="resnet18", classes=tuple(NAMES), att_depth=None, patch_size=4,
                      dataset="camvid")
-    return RunConfig(model=spec, data_dir="data/camvid", epochs=3, seed=7)
+    argv = ["--encoder", "resnet18", "--epochs", "3", "--seed", "7", "--scale", "0.25"]
+    config = main.new_run(*main.parse_args(argv))
+    return config.replace(model=spec, data_dir="data/camvid")
 
 
 def run_result(miou, void_miou, no_labels=False):

@@ -36,7 +36,7 @@ from utils.signals import deferred_stops
 class CheckpointSaver:
     """The checkpoint policy of one run; the training loop calls `after_epoch` and nothing else."""
 
-    def __init__(self, run_dir: Path, save_every_minutes: float = 5.0, enabled: bool = True, clock=time.monotonic):
+    def __init__(self, run_dir: Path, save_every_minutes: float, enabled: bool = True, clock=time.monotonic):
         self.run_dir, self.interval, self.enabled, self.clock = Path(run_dir), save_every_minutes * 60, enabled, clock
         self.last_write = None
         self.last_epoch = None  # the epoch in last.pt, once this saver has written it

@@ -8,7 +8,7 @@ import torch
 
 from utils.engine.device import autocast_dtype
 from utils.engine.normalizer import Normalizer
-from utils.losses import AFMALoss
+from utils.losses import PAPER_LOSS_WEIGHTS, AFMALoss
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,12 @@ class Engine:
         return output, loss, targets
 
 
-def prepare(model, device: torch.device, amp: bool = False, class_weights=None, ce_weight: float = 5.0,
-            mse_weight: float = 1.0, channels_last: bool | None = None) -> Engine:
+def prepare(model, device: torch.device, amp: bool = False, class_weights=None,
+            ce_weight: float = PAPER_LOSS_WEIGHTS["ce_weight"], mse_weight: float = PAPER_LOSS_WEIGHTS["mse_weight"],
+            channels_last: bool | None = None) -> Engine:
     """Move `model` to `device` and build its steps' engine: autocast with `amp`, the loss with `class_weights`
-    and its two terms' weights (AFMALoss), and the normaliser of the model's own spec (the mean and std its encoder expects).
+    and its two terms' weights (AFMALoss; the paper's unless given: a run's are its settings', `prepare_run`), and
+    the normaliser of the model's own spec (the mean and std its encoder expects).
 
     The model takes the normaliser's layout, channels_last on CUDA (Normalizer); `channels_last` overrides it
     (the benchmarks compare both).
