@@ -150,8 +150,8 @@ def run(args, explicit) -> int:
                                Path(args.checkpoint))
         if "scale" in explicit:
             check_scale(explicit["scale"])
-        tile = explicit.get("tile", DEFAULTS["tile"]), explicit.get("tile_overlap", DEFAULTS["tile_overlap"])
-        check_tile(*tile)
+        tile = explicit.get("tile", DEFAULTS["tile"])
+        tile = tile, check_tile(tile, explicit.get("tile_overlap", DEFAULTS["tile_overlap"]), "tile_overlap" in explicit)
         written = predict(Path(args.predict), Path(args.checkpoint), explicit.get("output_dir") or None,
                           resolve_device(explicit.get("device", DEFAULTS["device"])), explicit.get("scale"), args.overwrite,
                           *tile)

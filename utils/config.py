@@ -314,7 +314,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
         raise UsageError("--ce-weight 0 --mse-weight 0 is not valid: the loss would be 0 and nothing would train; "
                          "give either term a weight above 0")
     check_scale(s["scale"])
-    check_tile(s["tile"], s["tile_overlap"])
+    overlap = check_tile(s["tile"], s["tile_overlap"], sources.get("tile_overlap", "flag") != "default")
     if not s["save_every"] >= 0:
         raise UsageError(f"--save-every {s['save_every']} is not valid: minutes, 0 or more (0: every epoch)")
     sizes = crop_sizes(s, sources)
@@ -346,7 +346,7 @@ def make_config(settings: dict, sources: dict | None = None, preset: str | None 
         model=spec, data_dir=str(s["data_dir"]), encoder_weights=weights, class_weights=dataset.class_weights,
         batch_size=batch_size, global_batch_size=batch_size * processes, milestones=parse_milestones(s["milestones"]),
         device=device, workers=parse_workers(s["workers"], device), save_every=float(s["save_every"]),
-        output_dir=str(s["output_dir"] or ""), preset=preset, sources=sources,
+        output_dir=str(s["output_dir"] or ""), preset=preset, sources=sources, tile_overlap=overlap,
         **{key: SETTING[key].text(tuple(sizes[key]) if key in sizes else None) for key in CROP_SIZES},
     ))
 
@@ -454,11 +454,21 @@ def check_scale(scale: float) -> None:
         raise UsageError(f"--scale {scale} is not valid: it must be between 1/64 and 4; 1.0 is the paper's resolution")
 
 
-def check_tile(tile: int, overlap: int) -> None:
+def fitted_overlap(tile: int, overlap: int) -> int:
+    """A default overlap for windows of `tile` pixels: itself where it fits, else a quarter of the window."""
+    return tile // 4 if tile and overlap >= tile else overlap
+
+
+def check_tile(tile: int, overlap: int, overlap_given: bool = True) -> int:
+    """Check --tile and --tile-overlap; returns the overlap to use. An overlap left at its default that a small
+    --tile cannot hold (--tile 128 alone) becomes a quarter of the window: the flag not given is no error."""
     if tile < 0:
         raise UsageError(f"--tile {tile} is not valid: a window size in network pixels, or 0 (the whole image)")
+    if not overlap_given:
+        overlap = fitted_overlap(tile, overlap)
     if overlap < 0 or (tile and overlap >= tile):
         raise UsageError(f"--tile-overlap {overlap} is not valid: 0 or more, and less than --tile ({tile})")
+    return overlap
 
 
 def usage_error(error: SettingError) -> UsageError:

@@ -75,6 +75,16 @@ def test_bad_channel_settings_are_one_line(tmp_path, argv, words):
     assert str(error.value).startswith(words)
 
 
+def test_a_small_tile_without_its_overlap_shares_a_quarter_of_itself(tmp_path):
+    """--tile 64 alone is no error for the default overlap's sake (128 >= 64): its windows share 16 pixels; a tile
+    that holds the default keeps it, and an overlap given is checked as given (the case above)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    assert run_config("--data-dir", str(data), "--tile", "64").tile_overlap == 16
+    assert run_config("--data-dir", str(data), "--tile", "256").tile_overlap == 128
+    assert run_config("--data-dir", str(data), "--tile", "64", "--tile-overlap", "8").tile_overlap == 8
+
+
 def test_a_config_saved_before_its_fields_existed_loads_with_what_those_runs_used(monkeypatch):
     """config.json of a run older than the loss weights (646cac0), the global batch (e3d3ae3), channels and tiles
     (49fa0f1) and the crop sizes (a99930a): it ran with the paper's loss weights, RGB and the encoder's

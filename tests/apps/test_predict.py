@@ -174,6 +174,10 @@ def test_one_window_covering_the_image_is_whole_image_inference(tmp_path, monkey
     tiled = segment_image(model, image, scale=1.0, tile=64, tile_overlap=32)  # windows of 64x64 only
     assert set(sizes[2:]) == {(64, 64)} and len(sizes[2:]) == 2 * 4  # rows from 0, 26; columns 0, 32, 64, 66
     assert tiled.shape == whole.shape
+    del sizes[:]
+    quarter = segment_image(model, image, scale=1.0, tile=64)  # no overlap given: a quarter of the window, 16
+    assert np.array_equal(quarter, segment_image(model, image, scale=1.0, tile=64, tile_overlap=16))
+    assert len(sizes) == 2 * 2 * 3  # twice: rows from 0, 26; columns 0, 48, 66
 
 
 @pytest.mark.parametrize("length,window,overlap,starts", [(100, 100, 10, [0]), (90, 100, 10, [0]),

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from utils.config import fitted_overlap
 from utils.data.datasets import IMAGE_SUFFIXES, SegmentationDataset, dataset_class, display_rgb
 from utils.data.transforms import build_transforms
 from utils.engine.checkpoint import load_model
@@ -36,14 +37,15 @@ TILE_OVERLAP = 128  # network pixels shared by neighbouring windows (main.py's T
 
 
 def segment_image(model, image: np.ndarray, scale: float | None = None, tile: int = 0,
-                  tile_overlap: int = TILE_OVERLAP) -> np.ndarray:
+                  tile_overlap: int | None = None) -> np.ndarray:
     """Segment one image array with a loaded model exactly as --predict does; (H, W) uint8 class indices.
 
     `model`: `utils.engine.checkpoint.load_model(path)[0]` (or any model of `build_model` with its data set in
     its spec), on the device to run on; it is put in eval mode. `image`: uint8 (H, W, C) with C the model's
     `spec.in_channels` (RGB order for 3, RGBA for 4), or (H, W) for one channel. `scale`: the checkpoint's unless
     given. `tile`: window size in network pixels, 0 for whole-image inference up to WHOLE_IMAGE_LIMIT pixels
-    (tiles of AUTO_TILE above); windows share `tile_overlap` pixels, where their logits are averaged.
+    (tiles of AUTO_TILE above); windows share `tile_overlap` pixels, where their logits are averaged (None:
+    TILE_OVERLAP, or a quarter of a smaller `tile`, as --tile without --tile-overlap).
     """
     spec = model.spec if scale is None else model.spec.replace(scale=scale)
     image = image[..., None] if image.ndim == 2 else image
@@ -54,7 +56,8 @@ def segment_image(model, image: np.ndarray, scale: float | None = None, tile: in
     normalizer = Normalizer(spec.mean, spec.std, device)
     model.eval()
     transform = build_transforms(dataset_class(spec.dataset, spec.dataset_params), "predict", spec.scale)
-    return segment(model, transform, normalizer, image, window_size(model, transform, image, tile), tile_overlap)
+    overlap = fitted_overlap(tile, TILE_OVERLAP) if tile_overlap is None else tile_overlap
+    return segment(model, transform, normalizer, image, window_size(model, transform, image, tile), overlap)
 
 
 def window_size(model, transform, image: np.ndarray, tile: int) -> int:
