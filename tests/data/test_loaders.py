@@ -2,6 +2,8 @@
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from utils.data.datasets import CamVid
 from utils.data.loaders import close_loaders, make_loader
 from utils.data.transforms import build_transforms
-from tests.conftest import SAMPLE
+from tests.conftest import ROOT, SAMPLE
 
 
 def epoch_batches(workers, epochs=(1, 2), seed=0):
@@ -72,3 +74,20 @@ def test_workers_leave_stop_signals_to_the_main_process():
         signal.signal(signal.SIGTERM, before[1])
         close_loaders([loader])
     assert same(got, expected[0]) and same(second, expected[1]) and len(got) == len(expected[0]) and len(second) == len(expected[1])
+
+
+@pytest.mark.e2e
+def test_a_script_that_leaves_its_loader_open_still_exits():
+    """Workers ignore SIGTERM (above), and at exit multiprocessing SIGTERMs the workers still alive and waits for
+    them: a persistent loader its caller never closed hung the interpreter's exit. It now ends, and its workers
+    with it. (The timeout only bounds a hang; the script takes seconds.)"""
+    script = (f"import sys, torch; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from utils.data.datasets import CamVid\n"
+              "from utils.data.loaders import make_loader\n"
+              "from utils.data.transforms import build_transforms\n"
+              f"data = CamVid({str(SAMPLE)!r}, 'train', build_transforms(CamVid, 'train', scale=0.125))\n"
+              "loader = make_loader(data, 2, 2, 0, True, torch.device('cpu'))\n"
+              "print(sum(len(images) for images, _ in loader), flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == len(CamVid(SAMPLE, "train", None)) // 2 * 2  # a whole pass, then the exit

@@ -9,8 +9,11 @@ uninterrupted one would have.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # its exit handler is registered first, so the one below runs before it
 import os
 import signal
+import weakref
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
@@ -71,13 +74,16 @@ def make_loader(data, batch_size: int, workers: int, seed: int, train: bool, dev
         sampler = EpochSampler(indices, seed)
     else:
         sampler = distributed.ShardSampler(len(data)) if distributed.is_distributed() else SequentialSampler(data)
-    return StopSafeLoader(
+    loader = StopSafeLoader(
         data, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=ignore_stop_signals,
         # A last training batch of one image breaks batch norm over 1x1 maps (DeepLabV3's image pooling).
         drop_last=train and len(sampler) > batch_size,
     )
+    if loader.persistent_workers:
+        _open_loaders.add(loader)
+    return loader
 
 
 class StopSafeLoader(DataLoader):
@@ -96,6 +102,17 @@ def ignore_stop_signals(worker_id: int) -> None:
     'DataLoader worker killed' traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+_open_loaders = weakref.WeakSet()  # the persistent loaders alive, whose workers outlive a pass
+
+
+@atexit.register
+def _close_open_loaders() -> None:
+    """At exit, multiprocessing's handler (which runs after this one) SIGTERMs the workers still alive and waits
+    for them; these ignore SIGTERM (`ignore_stop_signals`), so a loader its caller left open would hang the exit.
+    Their shutdown here ends them as `close_loaders` does."""
+    close_loaders(list(_open_loaders))
 
 
 def close_loaders(loaders) -> None:
