@@ -55,6 +55,7 @@ from models import build_model
 from tools.make_sample import make_scene
 from utils.config import SETTING, RunConfig, resolve_device
 from utils.data.datasets import SPLITS
+from utils.data.loaders import close_loaders, load_splits, make_loader
 from utils.engine.device import autocast_dtype, setup_device
 from utils.engine.evaluate import Tally, eval_step
 from utils.engine.setup import prepare_run
@@ -92,13 +93,15 @@ def parse_args(argv=None):
                         "cuda, 3 on cpu)")
     parser.add_argument("--warmup", type=int, help="untimed steps before them (default 3 on cuda, 1 on cpu; at least 2 "
                         "with --compile)")
+    parser.add_argument("--loader-passes", type=int, default=3, help="timed passes of the training loader alone, "
+                        "without the model (after one that starts its workers)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for this process (default: torch's)")
     parser.add_argument("--tmp-dir", type=Path, help="where the temporary folder goes (default: the system's)")
     parser.add_argument("--keep", action="store_true", help="keep the data set and the run folder")
     parser.add_argument("--out", type=Path, help="default benchmarks/results/epoch_speed_<device>.md")
     args = parser.parse_args(argv)
-    if min(args.train, args.val, args.test) < 1 or args.epochs < 1:
-        parser.error("--train, --val, --test and --epochs must be at least 1")
+    if min(args.train, args.val, args.test, args.loader_passes) < 1 or args.epochs < 1:
+        parser.error("--train, --val, --test, --epochs and --loader-passes must be at least 1")
     try:
         args.device = resolve_device(args.device)
     except UsageError as error:
@@ -228,7 +231,24 @@ def pure_compute(config: RunConfig, steps: int, warmup: int) -> tuple[float, flo
     return train, evaluate
 
 
-def report(args, argv, config, history, cycles, times, description, generated_s, total_s) -> str:
+def loader_alone(config: RunConfig, passes: int) -> tuple[float, int]:
+    """(images/s, images) of main.py's training loader without the model: `passes` passes over the train split
+    (reading, decoding, crop and augmentation, in config.workers workers) after one untimed pass that starts them."""
+    data = load_splits(config, ["train"])["train"]
+    loader = make_loader(data, config.batch_size, config.workers, config.seed, True, torch.device("cpu"))
+    try:
+        images = 0
+        for epoch in range(passes + 1):
+            if epoch == 1:
+                images, started = 0, time.perf_counter()
+            loader.sampler.set_epoch(epoch)
+            images += sum(len(batch[0]) for batch in loader)
+        return images / (time.perf_counter() - started), images
+    finally:
+        close_loaders([loader])
+
+
+def report(args, argv, config, history, cycles, times, description, generated_s, total_s, loader) -> str:
     t_train, t_eval = times
     b = config.batch_size
     train_batches, val_batches = args.train / b, args.val / b
@@ -254,6 +274,8 @@ def report(args, argv, config, history, cycles, times, description, generated_s,
         f"median of {args.steps} steps after {args.warmup} warm-up, each synchronised); per epoch "
         f"{train_batches:g} training steps + {val_batches:g} validation batches = {compute:.2f} s",
         f"- the whole run (start-up, {args.epochs} epochs, test, figures): {total_s:.1f} s",
+        f"- the training loader alone (reading, crop, augmentation; {config.workers} workers, no model): "
+        f"{loader[0]:.1f} images/s over {loader[1]} images ({args.loader_passes} passes after a first)",
         "",
         "| epoch | wall s | compute s | efficiency | cycle s | compute / cycle |",
         "|---|---|---|---|---|---|",
@@ -301,7 +323,8 @@ def main(argv=None) -> str:
         with (run_dir / "history.csv").open() as file:
             history = list(csv.DictReader(file))
         times = pure_compute(config, args.steps, args.warmup)
-        table = report(args, argv, config, history, clock.cycles(), times, description, generated_s, total_s)
+        loader = loader_alone(config, args.loader_passes)
+        table = report(args, argv, config, history, clock.cycles(), times, description, generated_s, total_s, loader)
     finally:
         torch.set_num_threads(threads)
         if args.keep:

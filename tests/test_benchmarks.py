@@ -265,10 +265,13 @@ def test_epoch_speed_reports_each_epoch(tmp_path, one_thread):
     out = tmp_path / "epoch.md"
     text = epoch_speed.main(["--device", "cpu", "--train", "2", "--val", "2", "--test", "1", "--scale", "0.125",
                              "--encoder", "resnet18", "--patch-size", "4", "--batch-size", "2", "--epochs", "2",
-                             "--workers", "0", "--steps", "3", "--warmup", "1", "--tmp-dir", str(tmp_path),
-                             "--out", str(out)])
+                             "--workers", "0", "--steps", "3", "--warmup", "1", "--loader-passes", "2",
+                             "--tmp-dir", str(tmp_path), "--out", str(out)])
     assert out.read_text() == text
     assert_provenance(text, "epoch_speed")
+    # the loader alone: 2 timed passes over the 2 training frames (batch 2, the last batch kept as main.py does)
+    assert re.search(r"- the training loader alone \(reading, crop, augmentation; 0 workers, no model\): "
+                     r"[0-9.]+ images/s over 4 images \(2 passes after a first\)", text)
     assert "unet-resnet18" in text and "training crop 64x96, evaluation 96x128" in text
     header, body = table_rows(text, "epoch")
     assert header == ["epoch", "wall s", "compute s", "efficiency", "cycle s", "compute / cycle"]
