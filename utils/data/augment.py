@@ -282,6 +282,13 @@ def rectangle(points):
 
 # Photometric: the image alone.
 
+def standard_normal(rng, shape) -> np.ndarray:
+    """N(0, 1) float32 per pixel, from torch's generator seeded by the sample's `rng`: the same law as NumPy's
+    draws, in half the time for a frame's millions of them (the p 0.1 noise was a third of a noisy sample's cost)."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+    return torch.empty(shape).normal_(generator=generator).numpy()
+
+
 class GaussNoise(Transform):
     """1.0 GaussNoise: the VARIANCE uniform in var_limit; N(0, sqrt(var)) per pixel and channel (per_channel) or
     one per pixel for all channels; added in float, clipped to 0..255 and truncated to uint8."""
@@ -293,7 +300,7 @@ class GaussNoise(Transform):
     def params(self, rng, image):
         sigma = rng.uniform(*self.var_limit) ** 0.5
         shape = image.shape if self.per_channel else (*image.shape[:2], 1)
-        gauss = rng.standard_normal(shape, dtype=np.float32)  # float32: half the work
+        gauss = standard_normal(rng, shape)
         return {"gauss": np.multiply(gauss, np.float32(sigma), out=gauss)}  # scaled in its own buffer
 
     def image(self, image, gauss):
@@ -311,7 +318,7 @@ class AdditiveGaussianNoise(Transform):
 
     def params(self, rng, image):
         std = rng.uniform(*self.scale)
-        noise = rng.standard_normal((*image.shape[:2], 1), dtype=np.float32)
+        noise = standard_normal(rng, (*image.shape[:2], 1))
         return {"noise": np.multiply(noise, np.float32(std), out=noise)}
 
     def image(self, image, noise):
