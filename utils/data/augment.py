@@ -2,7 +2,7 @@
 
 The authors trained with albumentations 1.0.0 (and imgaug 0.4 behind its `IAA*` names). Each class below names
 the 1.0 transform it follows, draws its parameters by that transform's law (`params`, from the pipeline's own
-`numpy.random.Generator`) and applies them with the same OpenCV call (`image`, `mask`). The recorded outputs of
+`numpy.random.Generator`; per-pixel noise from a torch generator it seeds) and applies them with the same OpenCV call (`image`, `mask`). The recorded outputs of
 1.0 itself (tools/record_albumentations_1_0.py, tests/data/albumentations_1_0.npz) are compared pixel for pixel
 in tests/data/test_augment.py, and the laws by their moments.
 
@@ -510,8 +510,8 @@ class Compose:
     """A pipeline: `pipeline(image=..., mask=...)` -> {"image": uint8 (3, H, W) tensor, "mask": uint8 (H, W)}
     (the mask may be left out).
 
-    Its parameters come from one numpy Generator; `set_random_seed(seed)` restarts it, so a sample's
-    augmentation is a function of its seed alone (utils/data/datasets.py).
+    Its parameters come from one numpy Generator (which also seeds the noise's); `set_random_seed(seed)` restarts
+    it, so a sample's augmentation is a function of its seed alone (utils/data/datasets.py).
     """
 
     def __init__(self, transforms):
