@@ -3,8 +3,9 @@
 The authors trained with albumentations 1.0.0 (and imgaug 0.4 behind its `IAA*` names). Each class below names
 the 1.0 transform it follows, draws its parameters by that transform's law (`params`, from the pipeline's own
 `numpy.random.Generator`; per-pixel noise from a torch generator it seeds) and applies them with the same OpenCV
-call (`image`, `mask`). The recorded outputs of 1.0 itself (tools/record_albumentations_1_0.py, tests/data/albumentations_1_0.npz) are compared pixel for pixel
-in tests/data/test_augment.py, and the laws by their moments.
+call (`image`, `mask`). The recorded outputs of 1.0 itself (tools/record_albumentations_1_0.py,
+tests/data/albumentations_1_0.npz) are compared pixel for pixel in tests/data/test_augment.py, and the laws by
+their moments.
 
 Images are uint8 (H, W, 3), masks uint8 (H, W) class indices: masks are only ever moved (nearest-neighbour,
 constant borders of `fill_mask`), never blended. Photometric transforms leave the mask alone.
