@@ -287,7 +287,7 @@ def standard_normal(rng, shape) -> np.ndarray:
     """N(0, 1) float32 per pixel, from torch's generator seeded by the sample's `rng`: the same law as NumPy's
     draws, in half the time for a frame's millions of them (the p 0.1 noise was a third of a noisy sample's cost)."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
-    return torch.empty(shape).normal_(generator=generator).numpy()
+    return torch.empty(shape, dtype=torch.float32).normal_(generator=generator).numpy()
 
 
 class GaussNoise(Transform):
